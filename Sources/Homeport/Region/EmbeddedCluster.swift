@@ -1,0 +1,60 @@
+/// Several regions' nodes in one process, each with its own loopback
+/// listener and memory store, sharing one token key ring. The forwarding
+/// between them pays the topology's latency matrix.
+///
+/// This is the embedded default that `homeport demo` and the tests run.
+public final class EmbeddedCluster: Sendable {
+    public let topology: RegionTopology
+    public let nodes: [RegionNode]
+    public let peers: InterRegionClient
+    public let metrics: MetricsRegistry
+    public let keyRing: TokenKeyRing
+
+    /// Builds one node per region of `topology` (ports 0 bind ephemeral ports).
+    public init(
+        topology: RegionTopology,
+        limits: SessionStoreLimits = SessionStoreLimits(),
+        keyRing: TokenKeyRing,
+        clock: any WallClock = SystemClock(),
+        logger: Logger,
+        http: HTTPServerConfiguration = HTTPServerConfiguration()
+    ) {
+        self.topology = topology
+        self.keyRing = keyRing
+        let metrics = MetricsRegistry()
+        let peers = InterRegionClient(topology: topology, clock: clock)
+        self.metrics = metrics
+        self.peers = peers
+        self.nodes = topology.regions.map { endpoint in
+            var configuration = RegionNodeConfiguration(region: endpoint.name, http: http)
+            configuration.http.host = endpoint.host
+            configuration.http.port = endpoint.port
+            return RegionNode(
+                configuration: configuration, store: MemorySessionStore(limits: limits), limits: limits,
+                keyRing: keyRing, peers: peers, metrics: metrics, clock: clock, logger: logger)
+        }
+    }
+
+    /// Starts every node and records the ports they bound.
+    public func start() throws(HTTPServerError) {
+        for node in nodes {
+            let port = try node.start()
+            peers.setPort(port, of: node.region)
+        }
+    }
+
+    public func node(_ region: String) -> RegionNode? {
+        nodes.first { $0.region == region }
+    }
+
+    /// The base URL of a region's node, once started.
+    public func baseURL(of region: String) -> String? {
+        peers.endpoint(of: region)?.baseURL
+    }
+
+    public func shutdown() async {
+        for node in nodes {
+            await node.shutdown()
+        }
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+
+/// Settings of one region's node.
+public struct RegionNodeConfiguration: Sendable {
+    public var region: String
+    public var http: HTTPServerConfiguration
+    /// How long a routing token stays valid after it is issued.
+    public var tokenLifetime: Duration = .seconds(24 * 3600)
+
+    public init(region: String, http: HTTPServerConfiguration = HTTPServerConfiguration()) {
+        self.region = region
+        self.http = http
+    }
+}
+
+/// One region's Homeport node: the HTTP API in front of the region's session
+/// store.
+///
+/// For each session request the node verifies the routing token, then serves
+/// it from its own store when the token names this region as home, or
+/// forwards it in one hop to the home and relays the answer. The token, not a
+/// directory, decides where a session lives.
+public final class RegionNode: Sendable {
+    public static let routeHeader = "Homeport-Route"
+    public static let servedByHeader = "Homeport-Served-By"
+    public static let requestIDHeader = "Homeport-Request-Id"
+    /// Set on a forwarded request; a node that is not the home rejects such a
+    /// request instead of forwarding it again.
+    public static let forwardedFromHeader = "Homeport-Forwarded-From"
+
+    public let region: String
+    public let configuration: RegionNodeConfiguration
+    public let store: any SessionStore
+    public let metrics: MetricsRegistry
+    private let keyRing: TokenKeyRing
+    private let peers: InterRegionClient
+    private let clock: any WallClock
+    private let logger: Logger
+    private let sessions: SessionRequestHandler
+    private let server: HTTPServer
+
+    public init(
+        configuration: RegionNodeConfiguration,
+        store: any SessionStore,
+        limits: SessionStoreLimits,
+        keyRing: TokenKeyRing,
+        peers: InterRegionClient,
+        metrics: MetricsRegistry,
+        clock: any WallClock,
+        logger: Logger
+    ) {
+        self.region = configuration.region
+        self.configuration = configuration
+        self.store = store
+        self.keyRing = keyRing
+        self.peers = peers
+        self.metrics = metrics
+        self.clock = clock
+        self.logger = logger.with(["region": configuration.region])
+        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock)
+
+        let handler = NodeHandlerBox()
+        self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
+            guard let node = handler.node else {
+                return ProblemDetails(status: 503, type: "node-stopped", title: "Node stopped", detail: "this region's node is shutting down; retry").response()
+            }
+            return await node.handle(request)
+        }
+        handler.node = self
+    }
+
+    /// Starts listening; returns the bound port.
+    @discardableResult
+    public func start() throws(HTTPServerError) -> UInt16 {
+        let port = try server.start()
+        logger.info("region node started", ["port": "\(port)"])
+        return port
+    }
+
+    public var port: UInt16 { server.port }
+
+    public func shutdown() async {
+        await server.shutdown()
+        logger.info("region node stopped")
+    }
+
+    /// Answers one request. Never throws: every failure becomes a problem+json response.
+    public func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        let started = ContinuousClock.now
+        let requestID = Self.requestID(from: request)
+        var labels = (kind: "api", operation: "unknown", path: "local")
+
+        var response: HTTPResponse
+        do {
+            let route = try APIRoute.parse(method: request.method, path: request.path)
+            switch route {
+            case .health:
+                response = .json(200, .object(["status": .string("ok"), "region": .string(region)]))
+                labels = ("api", "health", "local")
+            case .metrics:
+                response = HTTPResponse(
+                    status: 200, headers: [("Content-Type", "text/plain; version=0.0.4")],
+                    body: Array(metrics.renderPrometheus().utf8))
+                labels = ("api", "metrics", "local")
+            case .createSession(let tenant):
+                labels = ("session", "create", "local")
+                response = try await createSession(tenant: tenant, request: request)
+            case .session(let tenant, let session, let operation):
+                labels = (operation.kind, operation.name, "local")
+                let token = try verifyToken(request, tenant: tenant, session: session)
+                if token.home == region {
+                    response = try await sessions.handle(operation, session: session, token: token, request: request)
+                    response.headers.append((Self.servedByHeader, region))
+                } else {
+                    labels.path = "forwarded"
+                    response = try await forward(request, to: token.home, requestID: requestID, session: session)
+                }
+            }
+        } catch {
+            response = problemResponse(for: error, request: request, requestID: requestID)
+        }
+
+        if response.header(Self.requestIDHeader) == nil {
+            response.headers.append((Self.requestIDHeader, requestID))
+        }
+        record(labels, status: response.status, seconds: (ContinuousClock.now - started).secondsValue)
+        return response
+    }
+
+    // MARK: Steps
+
+    private func createSession(tenant: TenantID, request: HTTPRequest) async throws -> HTTPResponse {
+        guard request.query.isEmpty else {
+            throw RequestError(.invalidQueryParameter, field: request.query.keys.sorted().first, detail: "creating a session takes no query parameters")
+        }
+        // An empty body or an empty object; no fields are defined yet.
+        if !request.body.isEmpty {
+            try JSONObjectReader.parseBody(request.body).finish()
+        }
+
+        let session = try SessionID.random()
+        let now = clock.nowMilliseconds()
+        let info = try await store.createSession(session, tenant: tenant, home: region, epoch: 1, nowMilliseconds: now)
+        let token = RoutingToken(
+            session: session, tenant: tenant, home: region, epoch: info.epoch, issuedAt: now / 1000,
+            expiresAt: now / 1000 + configuration.tokenLifetime.wholeMilliseconds / 1000)
+        let signed = keyRing.sign(token)
+
+        logger.debug("session created", ["session": session.rawValue, "tenant": tenant.rawValue, "epoch": "\(info.epoch)"])
+        var body = SessionJSON.session(info)
+        if case .object(var fields) = body {
+            fields["token"] = .string(signed)
+            fields["tokenExpiresAt"] = .integer(token.expiresAt)
+            body = .object(fields)
+        }
+        return .json(201, body, headers: [(Self.routeHeader, signed), (Self.servedByHeader, region)])
+    }
+
+    private func verifyToken(_ request: HTTPRequest, tenant: TenantID, session: SessionID) throws(RoutingTokenError) -> RoutingToken {
+        guard let text = request.header(Self.routeHeader), !text.isEmpty else {
+            throw RoutingTokenError(.missing, "the \(Self.routeHeader) header is missing; send the token returned when the session was created")
+        }
+        let token = try keyRing.verify(text, nowSeconds: clock.nowMilliseconds() / 1000)
+        guard token.session == session else {
+            throw RoutingTokenError(.sessionMismatch, "the routing token is for another session than \(session)")
+        }
+        guard token.tenant == tenant else {
+            throw RoutingTokenError(.tenantMismatch, "the routing token is for another tenant than \(tenant)")
+        }
+        return token
+    }
+
+    private func forward(_ request: HTTPRequest, to home: String, requestID: String, session: SessionID) async throws -> HTTPResponse {
+        if let origin = request.header(Self.forwardedFromHeader) {
+            throw ForwardingError(
+                .forwardingLoop, region: home,
+                "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology")
+        }
+        metrics.increment(
+            "homeport_forwarded_total", help: "Session requests forwarded to their home region.",
+            labels: ["region": region, "home": home])
+        return try await peers.send(
+            request, from: region, to: home,
+            extraHeaders: [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)])
+    }
+
+    private func problemResponse(for error: any Error, request: HTTPRequest, requestID: String) -> HTTPResponse {
+        var problem = ProblemDetails.from(error)
+        problem.region = region
+        problem.requestID = requestID
+
+        var metadata = ["request": requestID, "method": request.method, "status": "\(problem.status)", "type": problem.type]
+        if let session = Self.sessionSegment(of: request.path) { metadata["session"] = session }
+        if problem.status >= 500 {
+            metadata["error"] = String(describing: error)
+            logger.error("request failed", metadata)
+        } else {
+            logger.debug("request rejected", metadata)
+        }
+        return problem.response()
+    }
+
+    private func record(_ labels: (kind: String, operation: String, path: String), status: Int, seconds: Double) {
+        metrics.observe(
+            "homeport_operation_duration_seconds", help: "Time to answer an API request, by state kind, operation and path (local or forwarded).",
+            labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "path": labels.path], seconds: seconds)
+        metrics.increment(
+            "homeport_requests_total", help: "API requests answered, by status.",
+            labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "path": labels.path, "status": "\(status)"])
+        if status >= 400 {
+            metrics.increment(
+                "homeport_errors_total", help: "API requests answered with a 4xx or 5xx status.",
+                labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "class": status >= 500 ? "5xx" : "4xx"])
+        }
+    }
+
+    private static func requestID(from request: HTTPRequest) -> String {
+        if let given = request.header(requestIDHeader), SessionID.isValid(given) {
+            return given
+        }
+        let bytes = (try? SecureRandom.bytes(count: 9)) ?? Array(repeating: 0, count: 9)
+        return Base64URL.encode(bytes)
+    }
+
+    /// The session id in a session path, for logs; nil when the path has none or it is invalid.
+    private static func sessionSegment(of path: String) -> String? {
+        let segments = path.split(separator: "/")
+        guard segments.count >= 5, segments[0] == "v1", SessionID.isValid(String(segments[4])) else { return nil }
+        return String(segments[4])
+    }
+}
+
+/// Lets the server's handler closure reach the node that owns the server
+/// without a retain cycle. Set once, right after both are built and before
+/// `start()`, and only read after that.
+private final class NodeHandlerBox: @unchecked Sendable {
+    weak var node: RegionNode?
+}

@@ -1,0 +1,64 @@
+/// The API's JSON shapes of session-local records. Times are milliseconds
+/// since the Unix epoch; every record carries its `epoch` and `seq`.
+enum SessionJSON {
+    static func session(_ info: SessionInfo) -> JSONValue {
+        .object([
+            "session": .string(info.id.rawValue),
+            "tenant": .string(info.tenant.rawValue),
+            "home": .string(info.home),
+            "epoch": .integer(Int64(info.epoch)),
+            "lastSeq": .integer(Int64(info.lastStamp.seq)),
+            "turnCount": .integer(Int64(info.turnCount)),
+            "bufferBytes": .integer(Int64(info.bufferBytes)),
+            "createdAt": .integer(info.createdAtMilliseconds),
+        ])
+    }
+
+    static func turn(_ turn: Turn) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "seq": .integer(Int64(turn.stamp.seq)),
+            "epoch": .integer(Int64(turn.stamp.epoch)),
+            "role": .string(turn.role.rawValue),
+            "content": .string(turn.content),
+            "tokens": .integer(Int64(turn.tokens)),
+            "createdAt": .integer(turn.createdAtMilliseconds),
+            "metadata": .object(turn.metadata.mapValues { .string($0) }),
+        ]
+        if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
+        return .object(fields)
+    }
+
+    static func ledgerEntry(_ entry: LedgerEntry) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "callId": .string(entry.callID),
+            "name": .string(entry.name),
+            "arguments": entry.arguments,
+            "status": .string(entry.status.rawValue),
+            "epoch": .integer(Int64(entry.stamp.epoch)),
+            "seq": .integer(Int64(entry.stamp.seq)),
+            "updatedAt": .integer(entry.updatedAtMilliseconds),
+        ]
+        if let result = entry.result { fields["result"] = result }
+        return .object(fields)
+    }
+
+    static func kvCacheRef(_ ref: KVCacheRef) -> JSONValue {
+        .object([
+            "block": .integer(ref.block),
+            "location": .string(ref.location),
+            "epoch": .integer(Int64(ref.stamp.epoch)),
+            "seq": .integer(Int64(ref.stamp.seq)),
+            "expiresAt": .integer(ref.expiresAtMilliseconds),
+        ])
+    }
+
+    static func value(_ value: SessionValue) -> JSONValue {
+        .object([
+            "name": .string(value.name),
+            "value": value.value,
+            "epoch": .integer(Int64(value.stamp.epoch)),
+            "seq": .integer(Int64(value.stamp.seq)),
+            "updatedAt": .integer(value.updatedAtMilliseconds),
+        ])
+    }
+}

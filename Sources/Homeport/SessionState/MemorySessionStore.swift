@@ -1,0 +1,159 @@
+import Synchronization
+
+/// The embedded session store: everything in process memory.
+///
+/// Sessions are spread over 16 shards, each behind its own mutex, so requests
+/// for different sessions rarely wait for each other and requests for the
+/// same session are serialised (which makes them linearizable). No operation
+/// suspends or does I/O while holding a lock.
+///
+/// Nothing survives the process: a crash loses every session of this store.
+public final class MemorySessionStore: SessionStore {
+    private final class Shard: Sendable {
+        /// The sessions whose id hashes to this shard.
+        let sessions = Mutex<[SessionID: SessionRecord]>([:])
+    }
+
+    private static let shardCount = 16
+    private let shards: [Shard]
+    private let sessionCount = Atomic<Int>(0)
+    public let limits: SessionStoreLimits
+
+    public init(limits: SessionStoreLimits = SessionStoreLimits()) {
+        self.limits = limits
+        self.shards = (0..<Self.shardCount).map { _ in Shard() }
+    }
+
+    private func shard(for id: SessionID) -> Shard {
+        var hasher = Hasher()
+        hasher.combine(id)
+        return shards[Int(UInt(bitPattern: hasher.finalize()) % UInt(Self.shardCount))]
+    }
+
+    /// Runs `body` on the session's record under its shard's lock.
+    private func withSession<Result>(
+        _ id: SessionID, _ body: (inout SessionRecord) throws(SessionStoreError) -> Result
+    ) throws(SessionStoreError) -> Result {
+        let outcome: Swift.Result<Result, SessionStoreError> = shard(for: id).sessions.withLock { sessions in
+            guard var record = sessions[id] else {
+                return .failure(SessionStoreError(.sessionNotFound, session: id, "session \(id) does not exist in this region"))
+            }
+            // Take the record out while it changes so the dictionary holds no
+            // second reference and the arrays inside mutate in place.
+            sessions[id] = nil
+            defer { sessions[id] = record }
+            do throws(SessionStoreError) {
+                return .success(try body(&record))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome.get()
+    }
+
+    public func createSession(
+        _ id: SessionID, tenant: TenantID, home: String, epoch: UInt64, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> SessionInfo {
+        let limit = limits.maximumSessions
+        let outcome: Swift.Result<SessionInfo, SessionStoreError> = shard(for: id).sessions.withLock { sessions in
+            guard sessions[id] == nil else {
+                return .failure(SessionStoreError(.sessionExists, session: id, "session \(id) exists already"))
+            }
+            let count = sessionCount.add(1, ordering: .relaxed).newValue
+            guard count <= limit else {
+                sessionCount.subtract(1, ordering: .relaxed)
+                return .failure(SessionStoreError(
+                    .limitExceeded, session: id, "this region holds \(limit) sessions, the configured maximum"))
+            }
+            let record = SessionRecord(
+                id: id, tenant: tenant, home: home, epoch: epoch, createdAtMilliseconds: nowMilliseconds)
+            sessions[id] = record
+            return .success(record.info)
+        }
+        return try outcome.get()
+    }
+
+    public func sessionInfo(_ id: SessionID) throws(SessionStoreError) -> SessionInfo {
+        try withSession(id) { record in record.info }
+    }
+
+    public func appendTurn(
+        _ id: SessionID, _ draft: TurnDraft, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> TurnAppendResult {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            try record.appendTurn(draft, limits: limits, nowMilliseconds: nowMilliseconds)
+        }
+    }
+
+    public func readTurns(
+        _ id: SessionID, _ selection: TurnSelection
+    ) throws(SessionStoreError) -> (turns: [Turn], session: SessionInfo) {
+        try withSession(id) { record in (record.turns(selection), record.info) }
+    }
+
+    public func writeLedgerEntry(
+        _ id: SessionID, _ write: LedgerWrite, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> LedgerWriteResult {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            try record.writeLedgerEntry(write, limits: limits, nowMilliseconds: nowMilliseconds)
+        }
+    }
+
+    public func ledgerEntry(_ id: SessionID, callID: String) throws(SessionStoreError) -> LedgerEntry {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            guard let entry = record.ledger[callID] else {
+                throw SessionStoreError(.entryNotFound, session: id, "session \(id) has no ledger entry \"\(callID)\"")
+            }
+            return entry
+        }
+    }
+
+    public func ledgerEntries(_ id: SessionID) throws(SessionStoreError) -> [LedgerEntry] {
+        try withSession(id) { record in record.ledger.values.sorted { $0.callID < $1.callID } }
+    }
+
+    public func putKVCacheRefs(
+        _ id: SessionID, _ refs: [(block: Int64, location: String)], ttlMilliseconds: Int64, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> [KVCacheRef] {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            try record.putKVCacheRefs(refs, ttlMilliseconds: ttlMilliseconds, limits: limits, nowMilliseconds: nowMilliseconds)
+        }
+    }
+
+    public func kvCacheRefs(_ id: SessionID, nowMilliseconds: Int64) throws(SessionStoreError) -> [KVCacheRef] {
+        try withSession(id) { record in
+            record.purgeExpiredKVCacheRefs(nowMilliseconds: nowMilliseconds)
+            return record.kvCacheRefs.values.sorted { $0.block < $1.block }
+        }
+    }
+
+    public func kvCacheRef(_ id: SessionID, block: Int64, nowMilliseconds: Int64) throws(SessionStoreError) -> KVCacheRef {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            guard let ref = record.kvCacheRefs[block], ref.expiresAtMilliseconds > nowMilliseconds else {
+                throw SessionStoreError(.entryNotFound, session: id, "session \(id) has no unexpired KV-cache ref for block \(block)")
+            }
+            return ref
+        }
+    }
+
+    public func putValue(
+        _ id: SessionID, name: String, value: JSONValue, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> SessionValue {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            try record.putValue(name: name, value: value, limits: limits, nowMilliseconds: nowMilliseconds)
+        }
+    }
+
+    public func value(_ id: SessionID, name: String) throws(SessionStoreError) -> SessionValue {
+        try withSession(id) { (record) throws(SessionStoreError) in
+            guard let value = record.values[name] else {
+                throw SessionStoreError(.entryNotFound, session: id, "session \(id) has no value \"\(name)\"")
+            }
+            return value
+        }
+    }
+
+    public func values(_ id: SessionID) throws(SessionStoreError) -> [SessionValue] {
+        try withSession(id) { record in record.values.values.sorted { $0.name < $1.name } }
+    }
+}

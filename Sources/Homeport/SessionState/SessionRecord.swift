@@ -1,0 +1,284 @@
+/// All session-local state of one session, with the rules of each data type.
+/// A value type with no locking and no I/O: the store that owns it serialises
+/// access.
+struct SessionRecord: Sendable {
+    /// What an idempotency key was first used for, kept after its turn is
+    /// dropped so that a late retry is still recognised.
+    struct IdempotencyRecord: Sendable {
+        var seq: UInt64
+        var role: TurnRole
+        var tokens: Int
+        var contentBytes: Int
+        var contentHash: UInt64
+    }
+
+    let id: SessionID
+    let tenant: TenantID
+    var home: String
+    var epoch: UInt64
+    var lastSeq: UInt64 = 0
+    let createdAtMilliseconds: Int64
+
+    var turns: [Turn] = []
+    var bufferBytes = 0
+    var idempotencyKeys: [String: IdempotencyRecord] = [:]
+    /// Idempotency keys in the order they were first used, for eviction.
+    var idempotencyKeyOrder: [String] = []
+    var ledger: [String: LedgerEntry] = [:]
+    var kvCacheRefs: [Int64: KVCacheRef] = [:]
+    var values: [String: SessionValue] = [:]
+
+    init(id: SessionID, tenant: TenantID, home: String, epoch: UInt64, createdAtMilliseconds: Int64) {
+        self.id = id
+        self.tenant = tenant
+        self.home = home
+        self.epoch = epoch
+        self.createdAtMilliseconds = createdAtMilliseconds
+    }
+
+    var info: SessionInfo {
+        SessionInfo(
+            id: id, tenant: tenant, home: home, epoch: epoch,
+            lastStamp: SessionStamp(epoch: epoch, seq: lastSeq),
+            turnCount: turns.count, bufferBytes: bufferBytes, createdAtMilliseconds: createdAtMilliseconds)
+    }
+
+    private mutating func nextStamp() -> SessionStamp {
+        lastSeq += 1
+        return SessionStamp(epoch: epoch, seq: lastSeq)
+    }
+
+    // MARK: Conversation buffer
+
+    mutating func appendTurn(
+        _ draft: TurnDraft, limits: SessionStoreLimits, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> TurnAppendResult {
+        let contentBytes = draft.content.utf8.count
+        let fingerprint = IdempotencyRecord(
+            seq: 0, role: draft.role, tokens: draft.tokens, contentBytes: contentBytes,
+            contentHash: Self.contentHash(draft.content))
+
+        // A retry: answer with the turn the key first stored.
+        if let key = draft.idempotencyKey, let first = idempotencyKeys[key] {
+            guard first.role == fingerprint.role, first.tokens == fingerprint.tokens,
+                first.contentBytes == fingerprint.contentBytes, first.contentHash == fingerprint.contentHash
+            else {
+                throw SessionStoreError(
+                    .idempotencyKeyReused, session: id,
+                    "idempotency key \"\(key)\" was first used for a different turn (seq \(first.seq)); use a new key for a new turn")
+            }
+            guard let turn = turns.first(where: { $0.stamp.seq == first.seq }) else {
+                throw SessionStoreError(
+                    .limitExceeded, session: id,
+                    "the turn first stored with idempotency key \"\(key)\" (seq \(first.seq)) was dropped by the buffer's drop-oldest limit")
+            }
+            return TurnAppendResult(turn: turn, replayed: true)
+        }
+
+        guard contentBytes <= limits.maximumTurnBytes else {
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "the turn's content is \(contentBytes) bytes; the maximum per turn is \(limits.maximumTurnBytes)")
+        }
+        try makeRoomForTurn(contentBytes: contentBytes, limits: limits)
+
+        let turn = Turn(
+            stamp: nextStamp(), role: draft.role, content: draft.content, tokens: draft.tokens,
+            createdAtMilliseconds: nowMilliseconds, metadata: draft.metadata, idempotencyKey: draft.idempotencyKey)
+        turns.append(turn)
+        bufferBytes += contentBytes
+
+        if let key = draft.idempotencyKey {
+            var record = fingerprint
+            record.seq = turn.stamp.seq
+            rememberIdempotencyKey(key, record, limits: limits)
+        }
+        return TurnAppendResult(turn: turn, replayed: false)
+    }
+
+    private mutating func makeRoomForTurn(contentBytes: Int, limits: SessionStoreLimits) throws(SessionStoreError) {
+        let overTurns = turns.count + 1 > limits.maximumTurns
+        let overBytes = bufferBytes + contentBytes > limits.maximumBufferBytes
+        guard overTurns || overBytes else { return }
+
+        guard limits.dropOldestTurns else {
+            if overTurns {
+                throw SessionStoreError(
+                    .limitExceeded, session: id,
+                    "session \(id) holds \(turns.count) turns, the maximum; the buffer's overflow policy is reject")
+            }
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "appending \(contentBytes) bytes would take session \(id) past its buffer limit of \(limits.maximumBufferBytes) bytes; the overflow policy is reject")
+        }
+
+        var dropCount = 0
+        var remainingBytes = bufferBytes
+        while dropCount < turns.count,
+            turns.count - dropCount + 1 > limits.maximumTurns || remainingBytes + contentBytes > limits.maximumBufferBytes
+        {
+            remainingBytes -= turns[dropCount].content.utf8.count
+            dropCount += 1
+        }
+        turns.removeFirst(dropCount)
+        bufferBytes = remainingBytes
+    }
+
+    /// Keeps idempotency keys for up to four times the turn limit, evicting the
+    /// oldest first, so that memory stays bounded under drop-oldest.
+    private mutating func rememberIdempotencyKey(_ key: String, _ record: IdempotencyRecord, limits: SessionStoreLimits) {
+        idempotencyKeys[key] = record
+        idempotencyKeyOrder.append(key)
+        let capacity = max(limits.maximumTurns * 4, 16)
+        if idempotencyKeyOrder.count > capacity {
+            let evicted = idempotencyKeyOrder.count - capacity
+            for oldKey in idempotencyKeyOrder.prefix(evicted) {
+                idempotencyKeys[oldKey] = nil
+            }
+            idempotencyKeyOrder.removeFirst(evicted)
+        }
+    }
+
+    /// FNV-1a over the content: a stable fingerprint (unlike `Hasher`, the
+    /// same in every process) for telling a retry from a different turn.
+    private static func contentHash(_ content: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in content.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+
+    func turns(_ selection: TurnSelection) -> [Turn] {
+        switch selection {
+        case .all:
+            return turns
+        case .tail(let count):
+            return Array(turns.suffix(count))
+        case .since(let seq):
+            // Turns are in sequence order, so binary-search the first newer one.
+            var low = 0
+            var high = turns.count
+            while low < high {
+                let middle = (low + high) / 2
+                if turns[middle].stamp.seq <= seq { low = middle + 1 } else { high = middle }
+            }
+            return Array(turns[low...])
+        }
+    }
+
+    // MARK: Tool-call ledger
+
+    mutating func writeLedgerEntry(
+        _ write: LedgerWrite, limits: SessionStoreLimits, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> LedgerWriteResult {
+        let payloadBytes =
+            (write.arguments?.serializedBytes().count ?? 0) + (write.result?.serializedBytes().count ?? 0)
+        guard payloadBytes <= limits.maximumLedgerEntryBytes else {
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "ledger entry \"\(write.callID)\" carries \(payloadBytes) bytes of arguments and result; the maximum is \(limits.maximumLedgerEntryBytes)")
+        }
+
+        guard var entry = ledger[write.callID] else {
+            return try createLedgerEntry(write, limits: limits, nowMilliseconds: nowMilliseconds)
+        }
+
+        if let name = write.name, name != entry.name {
+            throw SessionStoreError(
+                .ledgerConflict, session: id,
+                "ledger entry \"\(write.callID)\" is a call of \"\(entry.name)\", not \"\(name)\"")
+        }
+
+        // Two different terminal states: the call cannot have ended twice.
+        if entry.status.isTerminal, write.status.isTerminal, entry.status != write.status {
+            throw SessionStoreError(
+                .ledgerConflict, session: id,
+                "ledger entry \"\(write.callID)\" already ended as \(entry.status.rawValue); it cannot also end as \(write.status.rawValue)")
+        }
+
+        // An older or equal status (a late or repeated write) changes nothing.
+        guard write.status.rank > entry.status.rank else {
+            return LedgerWriteResult(entry: entry, applied: false)
+        }
+
+        entry.status = write.status
+        if let result = write.result { entry.result = result }
+        if entry.arguments == .null, let arguments = write.arguments { entry.arguments = arguments }
+        entry.stamp = nextStamp()
+        entry.updatedAtMilliseconds = nowMilliseconds
+        ledger[write.callID] = entry
+        return LedgerWriteResult(entry: entry, applied: true)
+    }
+
+    private mutating func createLedgerEntry(
+        _ write: LedgerWrite, limits: SessionStoreLimits, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> LedgerWriteResult {
+        guard let name = write.name else {
+            throw SessionStoreError(
+                .invalidWrite, session: id,
+                "ledger entry \"\(write.callID)\" is new, so the write must carry the tool's \"name\"")
+        }
+        guard ledger.count < limits.maximumLedgerEntries else {
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "session \(id) holds \(ledger.count) ledger entries, the maximum")
+        }
+        let entry = LedgerEntry(
+            callID: write.callID, name: name, arguments: write.arguments ?? .null, status: write.status,
+            result: write.result, stamp: nextStamp(), updatedAtMilliseconds: nowMilliseconds)
+        ledger[write.callID] = entry
+        return LedgerWriteResult(entry: entry, applied: true)
+    }
+
+    // MARK: KV-cache refs
+
+    mutating func purgeExpiredKVCacheRefs(nowMilliseconds: Int64) {
+        kvCacheRefs = kvCacheRefs.filter { $0.value.expiresAtMilliseconds > nowMilliseconds }
+    }
+
+    mutating func putKVCacheRefs(
+        _ refs: [(block: Int64, location: String)], ttlMilliseconds: Int64, limits: SessionStoreLimits,
+        nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> [KVCacheRef] {
+        purgeExpiredKVCacheRefs(nowMilliseconds: nowMilliseconds)
+        let newBlocks = Set(refs.map(\.block)).filter { kvCacheRefs[$0] == nil }
+        guard kvCacheRefs.count + newBlocks.count <= limits.maximumKVCacheRefs else {
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "session \(id) holds \(kvCacheRefs.count) KV-cache refs; adding \(newBlocks.count) would pass the maximum of \(limits.maximumKVCacheRefs)")
+        }
+
+        let stamp = nextStamp()
+        var stored: [KVCacheRef] = []
+        stored.reserveCapacity(refs.count)
+        for (block, location) in refs {
+            let ref = KVCacheRef(
+                block: block, location: location, stamp: stamp, expiresAtMilliseconds: nowMilliseconds + ttlMilliseconds)
+            kvCacheRefs[block] = ref
+            stored.append(ref)
+        }
+        return stored
+    }
+
+    // MARK: Session values
+
+    mutating func putValue(
+        name: String, value: JSONValue, limits: SessionStoreLimits, nowMilliseconds: Int64
+    ) throws(SessionStoreError) -> SessionValue {
+        let bytes = value.serializedBytes().count
+        guard bytes <= limits.maximumValueBytes else {
+            throw SessionStoreError(
+                .limitExceeded, session: id,
+                "value \"\(name)\" is \(bytes) bytes serialised; the maximum is \(limits.maximumValueBytes)")
+        }
+        guard values[name] != nil || values.count < limits.maximumValues else {
+            throw SessionStoreError(
+                .limitExceeded, session: id, "session \(id) holds \(values.count) values, the maximum")
+        }
+        let stored = SessionValue(name: name, value: value, stamp: nextStamp(), updatedAtMilliseconds: nowMilliseconds)
+        values[name] = stored
+        return stored
+    }
+}

@@ -1,0 +1,304 @@
+import CMicroHTTPD
+import Foundation
+import Synchronization
+
+/// Settings of one HTTP listener.
+public struct HTTPServerConfiguration: Sendable {
+    /// IPv4 address to bind; loopback unless the operator chooses otherwise.
+    public var host: String = "127.0.0.1"
+    /// TCP port; 0 picks a free ephemeral port (read it from `HTTPServer.port`).
+    public var port: UInt16 = 0
+    /// Bodies larger than this are answered with 413 without reaching the handler.
+    public var maximumBodyBytes: Int = 2 << 20
+    /// A handler that has not answered by then is answered with 504.
+    public var requestTimeout: Duration = .seconds(30)
+    /// Open connections beyond this are refused by libmicrohttpd.
+    public var connectionLimit: UInt32 = 1024
+    /// Seconds an idle keep-alive connection stays open.
+    public var idleTimeoutSeconds: UInt32 = 120
+
+    public init() {}
+}
+
+public struct HTTPServerError: Error, CustomStringConvertible {
+    public let detail: String
+    public var description: String { detail }
+}
+
+/// An HTTP/1.1 server on libmicrohttpd that answers from Swift concurrency.
+///
+/// libmicrohttpd's internal thread reads each request, then suspends the
+/// connection while a task runs the async handler; the task stores the
+/// response and resumes the connection, and libmicrohttpd sends it. So the
+/// handler may await (a forward to another region) without holding a thread.
+///
+/// Lifecycle: `start()` once, then `shutdown()` once, which stops accepting,
+/// waits for in-flight handlers (each bounded by `requestTimeout`) and stops
+/// the daemon. libmicrohttpd must not be stopped with suspended connections.
+public final class HTTPServer: Sendable {
+    public typealias Handler = @Sendable (HTTPRequest) async -> HTTPResponse
+
+    fileprivate let configuration: HTTPServerConfiguration
+    fileprivate let handler: Handler
+    fileprivate let logger: Logger
+
+    private struct Lifecycle {
+        /// The daemon, wrapped so it can sit in a Mutex; nil before start and after shutdown.
+        var daemon: DaemonHandle?
+        var port: UInt16 = 0
+        var listenSocket: Int32 = -1
+        var inFlight = 0
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    /// The daemon, the bound port and the count of requests being handled.
+    private let lifecycle = Mutex(Lifecycle())
+
+    public init(configuration: HTTPServerConfiguration, logger: Logger, handler: @escaping Handler) {
+        self.configuration = configuration
+        self.logger = logger
+        self.handler = handler
+    }
+
+    /// The bound port, once started.
+    public var port: UInt16 { lifecycle.withLock { $0.port } }
+
+    /// Binds and starts serving; returns the bound port.
+    @discardableResult
+    public func start() throws(HTTPServerError) -> UInt16 {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = configuration.port.bigEndian
+        guard inet_pton(AF_INET, configuration.host, &address.sin_addr) == 1 else {
+            throw HTTPServerError(detail: "invalid IPv4 address \"\(configuration.host)\" to listen on")
+        }
+
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        let flags =
+            MHD_USE_INTERNAL_POLLING_THREAD.rawValue | MHD_USE_EPOLL.rawValue | MHD_ALLOW_SUSPEND_RESUME.rawValue
+        let daemon: OpaquePointer? = withUnsafePointer(to: &address) { addressPointer in
+            addressPointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                var options: [MHD_OptionItem] = [
+                    MHD_OptionItem(
+                        option: .SOCK_ADDR, value: 0, ptr_value: UnsafeMutableRawPointer(mutating: socketAddress)),
+                    MHD_OptionItem(
+                        option: .NOTIFY_COMPLETED, value: unsafeBitCast(requestCompleted, to: Int.self),
+                        ptr_value: nil),
+                    MHD_OptionItem(option: .CONNECTION_LIMIT, value: Int(configuration.connectionLimit), ptr_value: nil),
+                    MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: Int(configuration.idleTimeoutSeconds), ptr_value: nil),
+                    MHD_OptionItem(option: .END, value: 0, ptr_value: nil),
+                ]
+                return options.withUnsafeMutableBufferPointer { buffer in
+                    homeport_mhd_start_daemon(
+                        flags, configuration.port, accessHandler, context, buffer.baseAddress)
+                }
+            }
+        }
+        guard let daemon else {
+            throw HTTPServerError(
+                detail: "libmicrohttpd could not listen on \(configuration.host):\(configuration.port) (port in use or not permitted)")
+        }
+
+        let boundPort = homeport_mhd_bound_port(daemon)
+        lifecycle.withLock { state in
+            state.daemon = DaemonHandle(pointer: daemon)
+            state.port = boundPort
+        }
+        logger.info("http listener started", ["address": "\(configuration.host):\(boundPort)"])
+        return boundPort
+    }
+
+    /// Stops accepting, waits for in-flight requests to be answered, and stops the daemon.
+    public func shutdown() async {
+        let daemon: DaemonHandle? = lifecycle.withLock { state in
+            guard let daemon = state.daemon else { return nil }
+            state.listenSocket = MHD_quiesce_daemon(daemon.pointer)
+            return daemon
+        }
+        guard let daemon else { return }
+
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let drained = lifecycle.withLock { state -> Bool in
+                if state.inFlight == 0 { return true }
+                state.drainWaiters.append(continuation)
+                return false
+            }
+            if drained { continuation.resume() }
+        }
+
+        let listenSocket = lifecycle.withLock { state -> Int32 in
+            state.daemon = nil
+            return state.listenSocket
+        }
+        MHD_stop_daemon(daemon.pointer)
+        if listenSocket >= 0 { close(listenSocket) }
+        logger.info("http listener stopped", ["port": "\(port)"])
+    }
+
+    fileprivate func requestStarted() {
+        lifecycle.withLock { $0.inFlight += 1 }
+    }
+
+    fileprivate func requestAnswered() {
+        let waiters = lifecycle.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.inFlight -= 1
+            guard state.inFlight == 0 else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Runs the handler with the configured deadline.
+    fileprivate func respond(to request: HTTPRequest) async -> HTTPResponse {
+        let handler = self.handler
+        let timeout = configuration.requestTimeout
+        let response = await withTaskGroup(of: HTTPResponse?.self) { group in
+            group.addTask { await handler(request) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let response { return response }
+        logger.error("request timed out", ["method": request.method, "path": request.path])
+        return ProblemDetails(
+            status: 504, type: "request-timeout", title: "Request timed out",
+            detail: "the request was not answered within \(timeout); it may or may not have been applied, so retry with the same idempotency key"
+        ).response()
+    }
+}
+
+/// An `MHD_Daemon` pointer. libmicrohttpd's daemon calls used here
+/// (quiesce, stop, info) are safe from any thread, so the handle may be sent.
+private struct DaemonHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// An `MHD_Connection` pointer, sent to the task that answers it:
+/// `MHD_resume_connection` may be called from any thread.
+private struct ConnectionHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// What libmicrohttpd keeps for one request between callbacks.
+///
+/// `body`, `headers` and `oversized` are touched only on libmicrohttpd's
+/// thread; `response` is written by the answering task and read on that
+/// thread after the resume, so it sits behind a mutex.
+private final class RequestContext: @unchecked Sendable {
+    var body: [UInt8] = []
+    var oversized = false
+    var dispatched = false
+    var headers: [String: String] = [:]
+    var query: [String: String] = [:]
+    let response = Mutex<HTTPResponse?>(nil)
+}
+
+private let collectHeader: MHD_KeyValueIterator = { context, _, key, value in
+    guard let context, let key else { return .YES }
+    let request = Unmanaged<RequestContext>.fromOpaque(context).takeUnretainedValue()
+    request.headers[String(cString: key).lowercased()] = value.map { String(cString: $0) } ?? ""
+    return .YES
+}
+
+private let collectQueryArgument: MHD_KeyValueIterator = { context, _, key, value in
+    guard let context, let key else { return .YES }
+    let request = Unmanaged<RequestContext>.fromOpaque(context).takeUnretainedValue()
+    request.query[String(cString: key)] = value.map { String(cString: $0) } ?? ""
+    return .YES
+}
+
+private let requestCompleted: MHD_RequestCompletedCallback = { _, _, connectionContext, _ in
+    guard let connectionContext, let pointer = connectionContext.pointee else { return }
+    Unmanaged<RequestContext>.fromOpaque(pointer).release()
+    connectionContext.pointee = nil
+}
+
+/// libmicrohttpd's access handler. It is called once when the headers
+/// arrive, once per body chunk, once when the body is complete (we suspend
+/// and start the task), and once more after the task resumes the connection
+/// (we queue the response).
+private let accessHandler: MHD_AccessHandlerCallback = {
+    serverPointer, connection, url, method, _, uploadData, uploadDataSize, connectionContext in
+    guard let serverPointer, let connection, let connectionContext, let uploadDataSize else { return .NO }
+    let server = Unmanaged<HTTPServer>.fromOpaque(serverPointer).takeUnretainedValue()
+
+    // First call for this request: allocate its context.
+    guard let contextPointer = connectionContext.pointee else {
+        connectionContext.pointee = Unmanaged.passRetained(RequestContext()).toOpaque()
+        return .YES
+    }
+    let context = Unmanaged<RequestContext>.fromOpaque(contextPointer).takeUnretainedValue()
+
+    // A body chunk: keep it unless the body is already over the limit.
+    if uploadDataSize.pointee > 0 {
+        let count = uploadDataSize.pointee
+        if !context.oversized {
+            if context.body.count + count > server.configuration.maximumBodyBytes {
+                context.oversized = true
+                context.body = []
+            } else if let uploadData {
+                uploadData.withMemoryRebound(to: UInt8.self, capacity: count) { bytes in
+                    context.body.append(contentsOf: UnsafeBufferPointer(start: bytes, count: count))
+                }
+            }
+        }
+        uploadDataSize.pointee = 0
+        return .YES
+    }
+
+    // The task has answered: send its response.
+    if context.dispatched {
+        guard let response = context.response.withLock({ $0 }) else { return .NO }
+        return queue(response, on: connection)
+    }
+
+    // The whole request is here: answer the simple cases at once, or suspend
+    // and let a task answer.
+    context.dispatched = true
+    if context.oversized {
+        let problem = ProblemDetails(
+            status: 413, type: RequestError.Code.bodyTooLarge.rawValue, title: "Request body too large",
+            detail: "the request body is over \(server.configuration.maximumBodyBytes) bytes, the limit; send a smaller body")
+        return queue(problem.response(), on: connection)
+    }
+
+    _ = MHD_get_connection_values(connection, .HEADER_KIND, collectHeader, contextPointer)
+    _ = MHD_get_connection_values(connection, .GET_ARGUMENT_KIND, collectQueryArgument, contextPointer)
+    let request = HTTPRequest(
+        method: method.map { String(cString: $0) } ?? "GET",
+        path: url.map { String(cString: $0) } ?? "/",
+        query: context.query, headers: context.headers, body: context.body)
+    context.body = []
+
+    MHD_suspend_connection(connection)
+    server.requestStarted()
+    let handle = ConnectionHandle(pointer: connection)
+    let retainedContext = Unmanaged.passRetained(context)
+    Task {
+        let response = await server.respond(to: request)
+        let context = retainedContext.takeRetainedValue()
+        context.response.withLock { $0 = response }
+        MHD_resume_connection(handle.pointer)
+        server.requestAnswered()
+    }
+    return .YES
+}
+
+private func queue(_ response: HTTPResponse, on connection: OpaquePointer) -> MHD_Result {
+    let mhdResponse = response.body.withUnsafeBytes { bytes in
+        MHD_create_response_from_buffer(
+            bytes.count, UnsafeMutableRawPointer(mutating: bytes.baseAddress), .RESPMEM_MUST_COPY)
+    }
+    guard let mhdResponse else { return .NO }
+    for (name, value) in response.headers {
+        _ = MHD_add_response_header(mhdResponse, name, value)
+    }
+    let result = MHD_queue_response(connection, UInt32(response.status), mhdResponse)
+    MHD_destroy_response(mhdResponse)
+    return result
+}

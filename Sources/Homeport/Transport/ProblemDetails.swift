@@ -1,0 +1,119 @@
+/// An RFC 9457 problem+json body: every error response of the API.
+public struct ProblemDetails: Sendable, Equatable {
+    public var status: Int
+    /// A short stable code (`token-expired`, `unknown-field`, …), sent as
+    /// `type` in the form `urn:homeport:problem:<code>`.
+    public var type: String
+    public var title: String
+    /// What failed, on which value, and what to do next.
+    public var detail: String
+    /// The body field, path parameter or header at fault, when one is.
+    public var field: String?
+    public var region: String?
+    public var requestID: String?
+
+    public init(
+        status: Int, type: String, title: String, detail: String, field: String? = nil, region: String? = nil,
+        requestID: String? = nil
+    ) {
+        self.status = status
+        self.type = type
+        self.title = title
+        self.detail = detail
+        self.field = field
+        self.region = region
+        self.requestID = requestID
+    }
+
+    public static let typePrefix = "urn:homeport:problem:"
+
+    public var json: JSONValue {
+        var fields: [String: JSONValue] = [
+            "type": .string(Self.typePrefix + type),
+            "title": .string(title),
+            "status": .integer(Int64(status)),
+            "detail": .string(detail),
+        ]
+        if let field { fields["field"] = .string(field) }
+        if let region { fields["region"] = .string(region) }
+        if let requestID { fields["requestId"] = .string(requestID) }
+        return .object(fields)
+    }
+
+    public func response(headers: [(name: String, value: String)] = []) -> HTTPResponse {
+        var allHeaders: [(name: String, value: String)] = [("Content-Type", "application/problem+json")]
+        if status == 401 {
+            allHeaders.append(("WWW-Authenticate", "Homeport-Route"))
+        }
+        return HTTPResponse(status: status, headers: allHeaders + headers, body: json.serializedBytes())
+    }
+
+    /// Maps any error the API can raise to its status and problem body. The
+    /// one place that decides statuses; an error of an unknown type becomes a
+    /// generic 500 whose text reveals nothing internal (the caller logs it).
+    public static func from(_ error: any Error) -> ProblemDetails {
+        switch error {
+        case let error as RequestError:
+            return from(error)
+        case let error as RoutingTokenError:
+            return ProblemDetails(status: 401, type: error.code.rawValue, title: "Invalid routing token", detail: error.detail, field: "Homeport-Route")
+        case let error as SessionStoreError:
+            return from(error)
+        case let error as ForwardingError:
+            return from(error)
+        default:
+            return ProblemDetails(
+                status: 500, type: "internal-error", title: "Internal error",
+                detail: "the server failed to handle the request; it has been logged with this request id")
+        }
+    }
+
+    private static func from(_ error: RequestError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        switch error.code {
+        case .malformedJSON: (status, title) = (400, "Malformed JSON")
+        case .unknownField: (status, title) = (400, "Unknown field")
+        case .missingField: (status, title) = (400, "Missing field")
+        case .wrongType: (status, title) = (400, "Wrong type")
+        case .invalidValue: (status, title) = (400, "Invalid value")
+        case .bodyTooLarge: (status, title) = (413, "Request body too large")
+        case .invalidPathParameter: (status, title) = (400, "Invalid path parameter")
+        case .invalidQueryParameter: (status, title) = (400, "Invalid query parameter")
+        case .missingHeader: (status, title) = (400, "Missing header")
+        case .unsupportedMediaType: (status, title) = (415, "Unsupported media type")
+        case .routeNotFound: (status, title) = (404, "Not found")
+        case .methodNotAllowed: (status, title) = (405, "Method not allowed")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
+    }
+
+    private static func from(_ error: SessionStoreError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        switch error.code {
+        case .sessionNotFound: (status, title) = (404, "Session not found")
+        case .sessionExists: (status, title) = (409, "Session exists")
+        case .entryNotFound: (status, title) = (404, "Not found")
+        case .ledgerConflict: (status, title) = (409, "Ledger conflict")
+        case .idempotencyKeyReused: (status, title) = (422, "Idempotency key reused")
+        case .limitExceeded: (status, title) = (413, "Limit exceeded")
+        case .staleEpoch: (status, title) = (409, "Stale epoch")
+        case .invalidWrite: (status, title) = (400, "Invalid write")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
+    }
+
+    private static func from(_ error: ForwardingError) -> ProblemDetails {
+        switch error.code {
+        case .unknownRegion:
+            return ProblemDetails(status: 421, type: error.code.rawValue, title: "Unknown home region", detail: error.detail)
+        case .forwardingLoop:
+            return ProblemDetails(status: 508, type: error.code.rawValue, title: "Forwarding loop", detail: error.detail)
+        case .homeUnreachable:
+            return ProblemDetails(status: 502, type: error.code.rawValue, title: "Home region unreachable", detail: error.detail)
+        case .timedOut:
+            return ProblemDetails(status: 504, type: error.code.rawValue, title: "Home region timed out", detail: error.detail)
+        }
+    }
+}
