@@ -1,8 +1,37 @@
-import Homeport
 import Foundation
+import Homeport
 
-let logger = Logger(label: "homeport", sink: LogSink(minimumLevel: .debug))
-let cluster = EmbeddedCluster(topology: .threeRegionDefault(), keyRing: try TokenKeyRing.generated(), logger: logger)
-try cluster.start()
-for node in cluster.nodes { print(node.region, node.port) }
-try await Task.sleep(for: .seconds(600))
+/// `homeport`: the command-line entry point. Parsing lives here; the work is
+/// done by the library.
+let usage = """
+    usage: homeport <command> [options]
+
+    commands:
+      demo            run three regions in this process and replay the Mooncake trace through them
+      serve           run one or more regions' nodes until interrupted
+      policy check    validate a policy table and print the path each kind takes
+      help            print this text
+
+    Run `homeport <command> --help` for a command's options.
+    """
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+let exitCode: Int32
+switch arguments.first {
+case "demo":
+    exitCode = await DemoCommand.run(Array(arguments.dropFirst()))
+case "serve":
+    exitCode = await ServeCommand.run(Array(arguments.dropFirst()))
+case "policy":
+    exitCode = PolicyCommand.run(Array(arguments.dropFirst()))
+case "help", "--help", "-h":
+    print(usage)
+    exitCode = 0
+case nil:
+    FileHandle.standardError.write(Data((usage + "\n").utf8))
+    exitCode = 2
+case let other?:
+    FileHandle.standardError.write(Data("homeport: unknown command \"\(other)\"\n\n\(usage)\n".utf8))
+    exitCode = 2
+}
+exit(exitCode)

@@ -156,30 +156,30 @@ import Testing
         ])
         let expected = """
             {
-              "version": 1,
               "kinds": [
                 {
-                  "kind": "kv_cache_refs",
-                  "readers": "single-session",
-                  "staleReadCost": "invisible",
                   "consistency": "session-local",
+                  "kind": "kv_cache_refs",
+                  "notes": "recomputable",
                   "options": {
-                    "replication": "none",
-                    "ttlSeconds": 600,
                     "limits": {
                       "maxEntries": 4096,
                       "overflow": "drop-oldest"
-                    }
+                    },
+                    "replication": "none",
+                    "ttlSeconds": 600
                   },
-                  "notes": "recomputable"
+                  "readers": "single-session",
+                  "staleReadCost": "invisible"
                 },
                 {
+                  "consistency": "linearizable",
                   "kind": "usage_quota",
                   "readers": "cross-session",
-                  "staleReadCost": "incorrect",
-                  "consistency": "linearizable"
+                  "staleReadCost": "incorrect"
                 }
-              ]
+              ],
+              "version": 1
             }
 
             """
@@ -210,6 +210,10 @@ import Testing
         ])
         let parsed = try PolicyTable.parse(table.jsonData())
         #expect(parsed == table)
+
+        // The indented text parses to the same document as the compact serialisation.
+        let document = try JSONValue.parse(Array(table.jsonData()))
+        #expect(document == PolicyFileEncoder.document(for: table))
     }
 
     // MARK: - Parsing valid files
@@ -265,29 +269,21 @@ import Testing
     // MARK: - Malformed JSON
 
     @Test(arguments: [
-        ("", "invalid JSON at line 1, column 1: unexpected end of input, expected a value"),
-        ("{", "invalid JSON at line 1, column 2: expected a string key in double quotes"),
-        (#"{"version": 1,}"#, "invalid JSON at line 1, column 15: expected a string key in double quotes"),
-        (
-            "{\"version\": 1,\n \"kinds\": [1,]}",
-            "invalid JSON at line 2, column 14: unexpected character ']', expected a value"
-        ),
-        (
-            #"{"version": 1, "version": 1}"#,
-            #"invalid JSON at line 1, column 16: duplicate key "version" in one object"#
-        ),
-        (#"{"version": 1} {}"#, "invalid JSON at line 1, column 16: unexpected content after the top-level value"),
-        (#"{"version": 01}"#, "invalid JSON at line 1, column 14: leading zero in a number"),
-        (#"{"version": tru}"#, "invalid JSON at line 1, column 16: invalid literal, expected true"),
-        (#"{"version" 1}"#, #"invalid JSON at line 1, column 12: expected ':' after the key "version""#),
-        (#"{"a": "x"#, "invalid JSON at line 1, column 9: unterminated string"),
-        (#"{"a": "\x"}"#, "invalid JSON at line 1, column 9: invalid escape character 'x' after a backslash"),
-        (
-            #"{"a": "\ud800"}"#,
-            #"invalid JSON at line 1, column 14: high surrogate \uD800 is not followed by a low surrogate"#
-        ),
-        ("{\"a\": \"tab\there\"}", "invalid JSON at line 1, column 11: control character 0x9 in a string; escape it"),
-        ("// comment\n{}", "invalid JSON at line 1, column 1: unexpected character '/', expected a value"),
+        ("", "invalid JSON: unexpected end of input at byte 0"),
+        ("{", "invalid JSON: expected a string key at byte 1"),
+        (#"{"version": 1,}"#, "invalid JSON: expected a string key at byte 14"),
+        ("{\"version\": 1,\n \"kinds\": [1,]}", "invalid JSON: unexpected character at byte 28"),
+        (#"{"version": 1, "version": 1}"#, #"invalid JSON: duplicate key "version" at byte 24"#),
+        (#"{"version": 1} {}"#, "invalid JSON: unexpected data after the JSON value at byte 15"),
+        (#"{"version": 01}"#, "invalid JSON: expected ',' or '}' in an object at byte 13"),
+        (#"{"version": tru}"#, "invalid JSON: invalid literal at byte 12"),
+        (#"{"version" 1}"#, "invalid JSON: expected ':' after an object key at byte 11"),
+        (#"{"a": "x"#, "invalid JSON: unterminated string at byte 8"),
+        (#"{"a": "\x"}"#, "invalid JSON: invalid escape at byte 9"),
+        (#"{"a": "\ud800"}"#, #"invalid JSON: unpaired surrogate in \u escape at byte 13"#),
+        (#"{"a": "\udc00"}"#, #"invalid JSON: unpaired surrogate in \u escape at byte 13"#),
+        ("{\"a\": \"tab\there\"}", "invalid JSON: unescaped control character in a string at byte 10"),
+        ("// comment\n{}", "invalid JSON: unexpected character at byte 0"),
     ])
     func malformedJSON(json: String, message: String) throws {
         let error = try #require(parseError(json))
@@ -306,11 +302,22 @@ import Testing
         }
     }
 
+    @Test func malformedAfterByteOrderMark() throws {
+        do {
+            _ = try PolicyTable.parse(Data([0xEF, 0xBB, 0xBF]) + Data("{".utf8))
+            Issue.record("expected a PolicyError")
+        } catch {
+            // The offset counts the 3 bytes of the byte order mark.
+            #expect(error.code == .malformedJSON)
+            #expect(error.message == "invalid JSON: expected a string key at byte 4")
+        }
+    }
+
     @Test func malformedDeepNesting() throws {
-        let json = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
+        let json = String(repeating: "[", count: 70) + String(repeating: "]", count: 70)
         let error = try #require(parseError(json))
         #expect(error.code == .malformedJSON)
-        #expect(error.message == "invalid JSON at line 1, column 33: nesting deeper than 32 levels")
+        #expect(error.message == "invalid JSON: nesting deeper than 64 levels at byte 64")
     }
 
     // MARK: - Unknown fields
@@ -356,6 +363,13 @@ import Testing
                 == #"row 0 (session_values): unknown field "options.limits.maxBytes"; expected one of maxEntries, maxEntryBytes, maxTotalBytes, overflow"#
         )
         #expect(error.field == "options.limits.maxBytes")
+    }
+
+    @Test func severalUnknownFieldsReportsFirstByName() throws {
+        let error = try #require(parseError(#"{"zeta": 1, "version": 1, "kinds": [], "alpha": 2}"#))
+        #expect(error.code == .unknownField)
+        #expect(error.message == #"unknown field "alpha"; expected one of version, kinds"#)
+        #expect(error.field == "alpha")
     }
 
     @Test func unknownFieldWithoutValidKind() throws {
@@ -536,11 +550,11 @@ import Testing
         ),
         (
             #"{"ttlSeconds": 1e3}"#,
-            #"row 0 (session_values): field "options.ttlSeconds" has invalid value 1e3; expected a positive integer"#
+            #"row 0 (session_values): field "options.ttlSeconds" has invalid value 1000.0; expected a positive integer"#
         ),
         (
             #"{"ttlSeconds": 99999999999999999999}"#,
-            #"row 0 (session_values): field "options.ttlSeconds" has out-of-range value 99999999999999999999; expected a positive integer"#
+            #"row 0 (session_values): field "options.ttlSeconds" has out-of-range value 1e+20; expected a positive integer"#
         ),
         (
             #"{"limits": {"maxEntries": -1}}"#,

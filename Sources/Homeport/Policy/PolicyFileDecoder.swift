@@ -1,6 +1,8 @@
-/// Builds a `PolicyTable` from a parsed policy file and rejects everything outside
-/// the file format: unknown or missing fields, wrong types, unknown enum values,
-/// non-positive limits, invalid or duplicate kinds and an empty table.
+import Foundation
+
+/// Parses a policy file into a `PolicyTable` and rejects everything outside the
+/// file format: malformed JSON, unknown or missing fields, wrong types, unknown enum
+/// values, non-positive limits, invalid or duplicate kinds and an empty table.
 ///
 /// The rules that relate fields to each other are left to `PolicyTable.validate()`.
 enum PolicyFileDecoder {
@@ -11,15 +13,37 @@ enum PolicyFileDecoder {
     static let optionFields = ["replication", "ttlSeconds", "staleReadsAtNeighbour", "limits"]
     static let limitFields = ["maxEntries", "maxEntryBytes", "maxTotalBytes", "overflow"]
 
-    static func decode(_ document: PolicyJSONReader.Value) throws(PolicyError) -> PolicyTable {
-        guard case .object(let members) = document else {
+    /// Parses the bytes of a policy file as JSON, ignoring a leading UTF-8 byte order mark.
+    ///
+    /// - Throws: `PolicyError` with code `malformedJSON`, whose message gives the byte
+    ///   offset of the first problem, counted from 0 at the start of the file.
+    static func parseJSON(_ data: Data) throws(PolicyError) -> JSONValue {
+        // Checked up front because `JSONValue` reports invalid UTF-8 outside strings
+        // only as an unexpected character.
+        guard String(validating: data, as: UTF8.self) != nil else {
+            throw PolicyError(code: .malformedJSON, message: "invalid JSON: the file is not valid UTF-8")
+        }
+
+        let byteOrderMark: [UInt8] = [0xEF, 0xBB, 0xBF]
+        let bytes = Array(data)
+        let byteOrderMarkLength = bytes.starts(with: byteOrderMark) ? byteOrderMark.count : 0
+        do {
+            return try JSONValue.parse(Array(bytes.dropFirst(byteOrderMarkLength)))
+        } catch {
+            let fileError = JSONParseError(offset: error.offset + byteOrderMarkLength, reason: error.reason)
+            throw PolicyError(code: .malformedJSON, message: "invalid JSON: \(fileError)")
+        }
+    }
+
+    static func decode(_ document: JSONValue) throws(PolicyError) -> PolicyTable {
+        guard case .object(let fields) = document else {
             throw PolicyError(
                 code: .wrongType,
                 message:
                     "the top level has type \(typeName(of: document)); expected an object with fields version and kinds"
             )
         }
-        let file = PolicyFieldReader(members: members, location: PolicyFieldLocation(), pathPrefix: "")
+        let file = PolicyFieldReader(fields: fields, location: PolicyFieldLocation(), pathPrefix: "")
         try file.rejectUnknownFields(known: topLevelFields)
 
         let version = try file.requiredInteger("version", expected: "\(supportedVersion)")
@@ -56,8 +80,8 @@ enum PolicyFileDecoder {
         return PolicyTable(rows: rows)
     }
 
-    private static func decodeRow(_ value: PolicyJSONReader.Value, at index: Int) throws(PolicyError) -> PolicyRow {
-        guard case .object(let members) = value else {
+    private static func decodeRow(_ value: JSONValue, at index: Int) throws(PolicyError) -> PolicyRow {
+        guard case .object(let fields) = value else {
             throw PolicyError(
                 code: .wrongType,
                 message:
@@ -68,12 +92,10 @@ enum PolicyFileDecoder {
 
         // Name the kind in every later message, but only once it is known to be valid.
         var location = PolicyFieldLocation(rowIndex: index)
-        if let kindValue = members.first(where: { $0.key == "kind" })?.value,
-            case .string(let kind) = kindValue, PolicyRow.isValidKind(kind)
-        {
+        if let kind = fields["kind"]?.stringValue, PolicyRow.isValidKind(kind) {
             location.kind = kind
         }
-        let row = PolicyFieldReader(members: members, location: location, pathPrefix: "")
+        let row = PolicyFieldReader(fields: fields, location: location, pathPrefix: "")
         try row.rejectUnknownFields(known: rowFields)
 
         let kind = try row.requiredString("kind", expected: "a name such as \"conversation_buffer\"")
@@ -128,19 +150,23 @@ enum PolicyFileDecoder {
         )
     }
 
-    static func typeName(of value: PolicyJSONReader.Value) -> String {
+    /// Returns the JSON type name of `value` for messages. Integers are "number" too,
+    /// because JSON has a single number type.
+    static func typeName(of value: JSONValue) -> String {
         switch value {
-        case .object: "object"
-        case .array: "array"
-        case .string: "string"
-        case .number: "number"
-        case .bool: "boolean"
-        case .null: "null"
+        case .integer, .number: "number"
+        default: value.typeName
         }
     }
 
+    /// Returns `text` as a JSON string literal, so that control characters in a message stay visible.
     static func quoted(_ text: String) -> String {
-        "\"" + PolicyJSONWriter.escaped(text) + "\""
+        JSONValue.string(text).serializedString()
+    }
+
+    /// Returns `text` escaped as in a JSON string literal, without the quotes.
+    static func escaped(_ text: String) -> String {
+        String(quoted(text).dropFirst().dropLast())
     }
 }
 
@@ -157,16 +183,18 @@ private struct PolicyFieldLocation {
     }
 }
 
-/// Typed, strict access to the members of one JSON object of a policy file.
+/// Typed, strict access to the fields of one JSON object of a policy file.
 private struct PolicyFieldReader {
-    let members: [(key: String, value: PolicyJSONReader.Value)]
+    let fields: [String: JSONValue]
     let location: PolicyFieldLocation
     /// Path of this object inside the row, such as `options.`, prepended to field names in messages.
     let pathPrefix: String
 
     func rejectUnknownFields(known: [String]) throws(PolicyError) {
-        guard let unknown = members.first(where: { !known.contains($0.key) }) else { return }
-        let path = pathPrefix + unknown.key
+        // `JSONValue` objects do not keep the file order, so of several unknown fields
+        // the alphabetically first is reported.
+        guard let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) else { return }
+        let path = pathPrefix + unknown
         throw PolicyError(
             code: .unknownField,
             message:
@@ -207,7 +235,7 @@ private struct PolicyFieldReader {
         return number
     }
 
-    func requiredArray(_ key: String, expected: String) throws(PolicyError) -> [PolicyJSONReader.Value] {
+    func requiredArray(_ key: String, expected: String) throws(PolicyError) -> [JSONValue] {
         let value = try required(key, expected: expected)
         guard case .array(let elements) = value else { throw wrongType(key, value, expected: expected) }
         return elements
@@ -216,7 +244,7 @@ private struct PolicyFieldReader {
     func optionalObject(_ key: String, expected: String) throws(PolicyError) -> PolicyFieldReader? {
         guard let value = member(key) else { return nil }
         guard case .object(let nested) = value else { throw wrongType(key, value, expected: expected) }
-        return PolicyFieldReader(members: nested, location: location, pathPrefix: pathPrefix + key + ".")
+        return PolicyFieldReader(fields: nested, location: location, pathPrefix: pathPrefix + key + ".")
     }
 
     func requiredEnum<Value>(_ key: String) throws(PolicyError) -> Value
@@ -243,11 +271,11 @@ private struct PolicyFieldReader {
         )
     }
 
-    private func member(_ key: String) -> PolicyJSONReader.Value? {
-        members.first(where: { $0.key == key })?.value
+    private func member(_ key: String) -> JSONValue? {
+        fields[key]
     }
 
-    private func required(_ key: String, expected: String) throws(PolicyError) -> PolicyJSONReader.Value {
+    private func required(_ key: String, expected: String) throws(PolicyError) -> JSONValue {
         guard let value = member(key) else {
             let path = pathPrefix + key
             throw PolicyError(
@@ -260,16 +288,27 @@ private struct PolicyFieldReader {
         return value
     }
 
-    private func integer(_ key: String, _ value: PolicyJSONReader.Value, expected: String) throws(PolicyError) -> Int {
-        guard case .number(let text) = value else { throw wrongType(key, value, expected: expected) }
-        if let number = Int(text) { return number }
-
-        let isIntegerLiteral = !text.contains(where: { $0 == "." || $0 == "e" || $0 == "E" })
-        throw invalidValue(
-            key, valueText: text, expected: expected, adjective: isIntegerLiteral ? "out-of-range" : "invalid")
+    private func integer(_ key: String, _ value: JSONValue, expected: String) throws(PolicyError) -> Int {
+        switch value {
+        case .integer(let number):
+            guard let converted = Int(exactly: number) else {
+                throw invalidValue(key, valueText: "\(number)", expected: expected, adjective: "out-of-range")
+            }
+            return converted
+        case .number(let number):
+            // `JSONValue` keeps an integer literal as `.number` only outside the Int64
+            // range, so a finite value inside it was written with a fraction or an exponent.
+            // NOTE: `JSONValue` keeps no source text, so the message shows the Double as
+            // Swift prints it, such as 1000.0 for 1e3, 1e+20 for 99999999999999999999 and inf for 1e400.
+            let isOutOfRange = !number.isFinite || number.magnitude >= 0x1p63
+            throw invalidValue(
+                key, valueText: "\(number)", expected: expected, adjective: isOutOfRange ? "out-of-range" : "invalid")
+        default:
+            throw wrongType(key, value, expected: expected)
+        }
     }
 
-    private func enumCase<Value>(_ key: String, _ value: PolicyJSONReader.Value) throws(PolicyError) -> Value
+    private func enumCase<Value>(_ key: String, _ value: JSONValue) throws(PolicyError) -> Value
     where Value: RawRepresentable & CaseIterable, Value.RawValue == String {
         guard case .string(let text) = value else { throw wrongType(key, value, expected: Self.oneOf(Value.self)) }
         guard let parsed = Value(rawValue: text) else {
@@ -279,7 +318,7 @@ private struct PolicyFieldReader {
         return parsed
     }
 
-    private func wrongType(_ key: String, _ value: PolicyJSONReader.Value, expected: String) -> PolicyError {
+    private func wrongType(_ key: String, _ value: JSONValue, expected: String) -> PolicyError {
         let path = pathPrefix + key
         return PolicyError(
             code: .wrongType,

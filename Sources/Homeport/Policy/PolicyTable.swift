@@ -36,7 +36,7 @@ public struct PolicyTable: Sendable, Equatable {
     ///   the row, counted from 0, and the field. The rules of `validate()` are not
     ///   checked here.
     public static func parse(_ data: Data) throws(PolicyError) -> PolicyTable {
-        let document = try PolicyJSONReader.read(data)
+        let document = try PolicyFileDecoder.parseJSON(data)
         return try PolicyFileDecoder.decode(document)
     }
 

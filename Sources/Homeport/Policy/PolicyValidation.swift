@@ -110,7 +110,7 @@ private struct PolicyRowChecker {
                 rowIndex: index,
                 kind: row.kind,
                 rule: rule,
-                message: "row \(index) (\(PolicyJSONWriter.escaped(row.kind))): \(problem) (rule \(rule.rawValue))"
+                message: "row \(index) (\(PolicyFileDecoder.escaped(row.kind))): \(problem) (rule \(rule.rawValue))"
             )
         )
     }
@@ -119,7 +119,7 @@ private struct PolicyRowChecker {
         guard !PolicyRow.isValidKind(row.kind) else { return }
         report(
             .invalidKind,
-            "kind \"\(PolicyJSONWriter.escaped(row.kind))\" is invalid; use a lowercase letter followed by at most 63 lowercase letters, digits or underscores"
+            "kind \"\(PolicyFileDecoder.escaped(row.kind))\" is invalid; use a lowercase letter followed by at most 63 lowercase letters, digits or underscores"
         )
     }
 

@@ -1,0 +1,93 @@
+import Synchronization
+
+/// Which replay operation a sample belongs to, and how it was served.
+public struct OperationKey: Hashable, Sendable, Comparable {
+    public var operation: String
+    /// `local` when the entry region served it, `forwarded` when its home did.
+    public var path: String
+
+    public static func < (lhs: OperationKey, rhs: OperationKey) -> Bool {
+        (lhs.operation, lhs.path) < (rhs.operation, rhs.path)
+    }
+}
+
+/// Latency samples and error counts of a replay, safe to record from many tasks.
+public final class LatencyRecorder: Sendable {
+    private struct State {
+        var samples: [OperationKey: [Double]] = [:]
+        /// Forwarded samples by (entry region, home region), for the per-pair bound.
+        var forwardedByPair: [RegionPair: [Double]] = [:]
+        var errors: [String: Int] = [:]
+        var retries = 0
+        var firstErrors: [String] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Records one successful call; `milliseconds` is the client-observed latency.
+    public func record(_ operation: String, entry: String, servedBy: String, milliseconds: Double) {
+        let path = servedBy == entry ? "local" : "forwarded"
+        state.withLock { state in
+            state.samples[OperationKey(operation: operation, path: path), default: []].append(milliseconds)
+            if path == "forwarded" {
+                state.forwardedByPair[RegionPair(entry, servedBy), default: []].append(milliseconds)
+            }
+        }
+    }
+
+    public func recordError(_ operation: String, message: String) {
+        state.withLock { state in
+            state.errors[operation, default: 0] += 1
+            if state.firstErrors.count < 10 {
+                state.firstErrors.append("\(operation): \(message)")
+            }
+        }
+    }
+
+    public func recordRetry() {
+        state.withLock { $0.retries += 1 }
+    }
+
+    public var samples: [OperationKey: [Double]] { state.withLock { $0.samples } }
+    public var forwardedByPair: [RegionPair: [Double]] { state.withLock { $0.forwardedByPair } }
+    public var errors: [String: Int] { state.withLock { $0.errors } }
+    public var retries: Int { state.withLock { $0.retries } }
+    public var firstErrors: [String] { state.withLock { $0.firstErrors } }
+}
+
+/// Count and nearest-rank percentiles of a set of latency samples, in milliseconds.
+public struct LatencySummary: Sendable, Equatable {
+    public var count: Int
+    public var p50: Double
+    public var p95: Double
+    public var p99: Double
+    public var maximum: Double
+
+    public init(_ samples: [Double]) {
+        let sorted = samples.sorted()
+        count = sorted.count
+        p50 = Self.percentile(sorted, 0.50)
+        p95 = Self.percentile(sorted, 0.95)
+        p99 = Self.percentile(sorted, 0.99)
+        maximum = sorted.last ?? 0
+    }
+
+    /// The nearest-rank percentile of sorted samples; 0 for none.
+    public static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        let rank = Int((fraction * Double(sorted.count)).rounded(.up))
+        return sorted[min(max(rank, 1), sorted.count) - 1]
+    }
+
+    public var json: JSONValue {
+        .object([
+            "count": .integer(Int64(count)),
+            "p50Milliseconds": .number(p50),
+            "p95Milliseconds": .number(p95),
+            "p99Milliseconds": .number(p99),
+            "maxMilliseconds": .number(maximum),
+        ])
+    }
+}

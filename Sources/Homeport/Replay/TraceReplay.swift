@@ -1,0 +1,279 @@
+import Foundation
+
+/// How a trace is replayed against a set of regions.
+public struct ReplayConfiguration: Sendable {
+    /// Trace time is divided by this: 30 plays the 59-minute trace in about two minutes.
+    public var timeCompression: Double = 30
+    /// Share of follow-up requests that enter at a region other than the session's first.
+    public var roamingShare: Double = 0.05
+    /// Share of requests that also record a tool call through requested → running → succeeded.
+    public var toolCallShare: Double = 0.1
+    public var seed: UInt64 = 42
+    /// How many turns each request reads back before appending.
+    public var tailTurns: Int = 2
+    /// Bytes of generated content per trace token.
+    public var bytesPerToken: Int = 4
+    public var tenant: String = "demo"
+    /// Attempts per call for transport failures and 502/503/504, with the same idempotency key.
+    public var maximumAttempts: Int = 3
+
+    public init() {}
+
+    public func validate() throws(ConfigurationError) {
+        guard timeCompression > 0, timeCompression.isFinite else {
+            throw ConfigurationError(field: "speed", detail: "the time compression must be a positive number, got \(timeCompression)")
+        }
+        guard (0...1).contains(roamingShare) else {
+            throw ConfigurationError(field: "roaming", detail: "the roaming share must be from 0 to 1, got \(roamingShare)")
+        }
+        guard (0...1).contains(toolCallShare) else {
+            throw ConfigurationError(field: "tool-calls", detail: "the tool-call share must be from 0 to 1, got \(toolCallShare)")
+        }
+        guard TenantID(tenant) != nil else {
+            throw ConfigurationError(field: "tenant", detail: "tenant \"\(tenant)\" is not \(TenantID.allowedCharactersDescription)")
+        }
+    }
+}
+
+/// What a replay did: the samples, and the end-of-run check of every session.
+public struct ReplayOutcome: Sendable {
+    public var recorder: LatencyRecorder
+    public var requestsReplayed: Int
+    public var sessionsReplayed: Int
+    public var roamingRequests: Int
+    public var toolCallRequests: Int
+    public var wallSeconds: Double
+    /// Sessions whose turn count at the home matched what the replay appended.
+    public var sessionsVerified: Int
+    /// Sessions whose turn count did not match, or could not be read.
+    public var sessionsMismatched: Int
+}
+
+/// Replays a conversation trace through the HTTP API.
+///
+/// Each session runs as one task: its first request creates the session at
+/// an entry region chosen by a seeded hash (which homes it there); every
+/// request then reads the buffer tail, appends the user turn (sized by the
+/// prompt tokens not yet in the session), records the prompt's KV-cache
+/// blocks, optionally walks a tool call through the ledger, and appends the
+/// assistant turn. A seeded share of follow-ups enters at another region, as
+/// roaming clients do, and is forwarded to the home. Requests of one session
+/// never overlap; each starts at its compressed trace time or when the
+/// previous one ends, whichever is later.
+public final class TraceReplay: Sendable {
+    private let trace: ConversationTrace
+    private let sessions: RebuiltSessions
+    private let regions: [String]
+    private let baseURLs: [String: String]
+    private let configuration: ReplayConfiguration
+    private let client: HomeportClient
+    private let filler: String
+
+    public init(
+        trace: ConversationTrace, sessions: RebuiltSessions, regions: [String], baseURLs: [String: String],
+        configuration: ReplayConfiguration, client: HomeportClient = HomeportClient()
+    ) {
+        self.trace = trace
+        self.sessions = sessions
+        self.regions = regions
+        self.baseURLs = baseURLs
+        self.configuration = configuration
+        self.client = client
+        let largestTurn = (trace.requests.map { max($0.inputTokens, $0.outputTokens) }.max() ?? 0) * configuration.bytesPerToken
+        self.filler = Self.makeFiller(byteCount: largestTurn)
+    }
+
+    /// The region a session's first request enters at.
+    public func entryRegion(ofSession sessionID: Int) -> String {
+        var generator = SplitMix64(seed: configuration.seed ^ (UInt64(sessionID) &* 0x9E37_79B9_7F4A_7C15))
+        return regions[Int(generator.next() % UInt64(regions.count))]
+    }
+
+    public func run() async -> ReplayOutcome {
+        let recorder = LatencyRecorder()
+        let started = ContinuousClock.now
+        let counters = await withTaskGroup(of: SessionCounters.self) { group in
+            for session in sessions.sessions {
+                group.addTask { await self.replaySession(session, startedAt: started, recorder: recorder) }
+            }
+            var total = SessionCounters()
+            for await counters in group { total.add(counters) }
+            return total
+        }
+        let wallSeconds = (ContinuousClock.now - started).secondsValue
+        let (verified, mismatched) = await verifySessions(counters.handles, recorder: recorder)
+
+        return ReplayOutcome(
+            recorder: recorder, requestsReplayed: counters.requests, sessionsReplayed: sessions.sessions.count,
+            roamingRequests: counters.roaming, toolCallRequests: counters.toolCalls, wallSeconds: wallSeconds,
+            sessionsVerified: verified, sessionsMismatched: mismatched)
+    }
+
+    private struct SessionCounters: Sendable {
+        var requests = 0
+        var roaming = 0
+        var toolCalls = 0
+        /// Each replayed session's handle and the turns it should hold.
+        var handles: [(SessionHandle, Int)] = []
+
+        mutating func add(_ other: SessionCounters) {
+            requests += other.requests
+            roaming += other.roaming
+            toolCalls += other.toolCalls
+            handles += other.handles
+        }
+    }
+
+    private func replaySession(_ session: TraceSession, startedAt: ContinuousClock.Instant, recorder: LatencyRecorder) async -> SessionCounters {
+        var counters = SessionCounters()
+        let home = entryRegion(ofSession: session.id)
+        var handle: SessionHandle?
+        var tokensInSession = 0
+        var turnsAppended = 0
+
+        for (position, requestIndex) in session.requestIndices.enumerated() {
+            let request = trace.requests[requestIndex]
+            let due = startedAt + .milliseconds(Double(request.timestampMilliseconds) / configuration.timeCompression)
+            try? await Task.sleep(until: due, clock: .continuous)
+
+            var generator = SplitMix64(seed: configuration.seed &+ UInt64(requestIndex) &* 0xD1B5_4A32_D192_ED03)
+            var entry = home
+            if position > 0, Double.random(in: 0..<1, using: &generator) < configuration.roamingShare {
+                let others = regions.filter { $0 != home }
+                entry = others[Int(generator.next() % UInt64(others.count))]
+                counters.roaming += 1
+            }
+            let withToolCall = Double.random(in: 0..<1, using: &generator) < configuration.toolCallShare
+            let baseURL = baseURLs[entry]!
+
+            // The first request creates the session, which homes it at its entry region.
+            if handle == nil {
+                guard let created = await call("create_session", entry: entry, recorder: recorder, {
+                    let (handle, response) = try await self.client.createSession(at: baseURL, tenant: self.configuration.tenant)
+                    return (response, handle)
+                }) else { return counters }
+                handle = created
+            }
+            guard let session = handle else { return counters }
+
+            _ = await call("read_tail", entry: entry, recorder: recorder) {
+                (try await self.client.readTurns(at: baseURL, session, tail: self.configuration.tailTurns), ())
+            }
+
+            let userTokens = max(0, request.inputTokens - tokensInSession)
+            if await call("append_user_turn", entry: entry, recorder: recorder, {
+                (try await self.client.appendTurn(
+                    at: baseURL, session, role: "user", content: self.content(tokens: userTokens), tokens: userTokens,
+                    idempotencyKey: "r\(requestIndex)-user"), ())
+            }) != nil {
+                turnsAppended += 1
+            }
+
+            let refs = request.blockHashes.map { (block: Int64($0), location: "\(entry)/prefill-\($0 % 8)") }
+            _ = await call("put_kv_refs", entry: entry, recorder: recorder) {
+                (try await self.client.putKVCacheRefs(at: baseURL, session, refs: refs), ())
+            }
+
+            if withToolCall {
+                counters.toolCalls += 1
+                let callID = "call-\(requestIndex)"
+                for status in ["requested", "running", "succeeded"] {
+                    _ = await call("ledger_write", entry: entry, recorder: recorder) {
+                        (try await self.client.writeLedgerEntry(
+                            at: baseURL, session, callID: callID, status: status,
+                            name: status == "requested" ? "web_search" : nil,
+                            arguments: status == "requested" ? .object(["query": .string("trace request \(requestIndex)")]) : nil,
+                            result: status == "succeeded" ? .object(["hits": .integer(Int64(requestIndex % 10))]) : nil), ())
+                    }
+                }
+            }
+
+            if await call("append_assistant_turn", entry: entry, recorder: recorder, {
+                (try await self.client.appendTurn(
+                    at: baseURL, session, role: "assistant", content: self.content(tokens: request.outputTokens),
+                    tokens: request.outputTokens, idempotencyKey: "r\(requestIndex)-assistant"), ())
+            }) != nil {
+                turnsAppended += 1
+            }
+
+            tokensInSession += userTokens + request.outputTokens
+            counters.requests += 1
+        }
+
+        if let handle { counters.handles.append((handle, turnsAppended)) }
+        return counters
+    }
+
+    /// Runs one API call with retries, records its latency (of the attempt
+    /// that succeeded) or its error, and returns its value.
+    private func call<Value>(
+        _ operation: String, entry: String, recorder: LatencyRecorder,
+        _ body: () async throws -> (ClientResponse, Value)
+    ) async -> Value? {
+        var attempt = 1
+        while true {
+            let started = ContinuousClock.now
+            do {
+                let (response, value) = try await body()
+                let milliseconds = (ContinuousClock.now - started).secondsValue * 1000
+                recorder.record(operation, entry: entry, servedBy: response.servedBy ?? entry, milliseconds: milliseconds)
+                return value
+            } catch {
+                let clientError = error as? HomeportClientError ?? .invalidResponse("\(error)")
+                if clientError.isRetryable, attempt < configuration.maximumAttempts {
+                    attempt += 1
+                    recorder.recordRetry()
+                    continue
+                }
+                recorder.recordError(operation, message: clientError.description)
+                return nil
+            }
+        }
+    }
+
+    /// Reads every session at its home and compares its turn count with what was appended.
+    private func verifySessions(_ handles: [(SessionHandle, Int)], recorder: LatencyRecorder) async -> (verified: Int, mismatched: Int) {
+        let chunkSize = max(1, (handles.count + 15) / 16)
+        return await withTaskGroup(of: (Int, Int).self) { group in
+            for chunk in stride(from: 0, to: handles.count, by: chunkSize) {
+                let slice = Array(handles[chunk..<min(chunk + chunkSize, handles.count)])
+                group.addTask {
+                    var verified = 0
+                    var mismatched = 0
+                    for (handle, expectedTurns) in slice {
+                        do {
+                            let response = try await self.client.describeSession(at: self.baseURLs[handle.home]!, handle)
+                            if response.body["turnCount"]?.integerValue == Int64(expectedTurns) {
+                                verified += 1
+                            } else {
+                                mismatched += 1
+                                recorder.recordError("verify", message: "session \(handle.id) holds \(response.body["turnCount"]?.integerValue ?? -1) turns, expected \(expectedTurns)")
+                            }
+                        } catch {
+                            mismatched += 1
+                            recorder.recordError("verify", message: "session \(handle.id): \(error)")
+                        }
+                    }
+                    return (verified, mismatched)
+                }
+            }
+            var total = (0, 0)
+            for await (verified, mismatched) in group {
+                total.0 += verified
+                total.1 += mismatched
+            }
+            return total
+        }
+    }
+
+    private func content(tokens: Int) -> String {
+        String(filler.utf8.prefix(tokens * configuration.bytesPerToken))!
+    }
+
+    /// Readable ASCII text of at least `byteCount` bytes, cut to length per turn.
+    private static func makeFiller(byteCount: Int) -> String {
+        let sentence = "The replayed turn carries generated text of the size the trace records. "
+        let repeats = byteCount / sentence.utf8.count + 1
+        return String(repeating: sentence, count: repeats)
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import Homeport
+
+/// `homeport demo`: three regions in this process on the embedded default,
+/// the Mooncake trace replayed through them, and the latency report.
+enum DemoCommand {
+    static let defaultTracePath = "../shared/data/mooncake/conversation_trace.jsonl"
+
+    static let usage = """
+        usage: homeport demo [options]
+
+        Starts every region of the topology in this process (memory stores,
+        loopback listeners on ephemeral ports, the latency matrix applied to
+        forwarding), replays the conversation trace through the HTTP API, and
+        prints per-operation latency. Exits 1 if any call failed.
+
+        options:
+          --trace PATH          Mooncake conversation trace (JSONL); default
+                                $HOMEPORT_TRACE or \(defaultTracePath)
+          --workload KIND       trace (default) or synthetic: a generated trace with
+                                the published statistics of the Mooncake trace
+          --limit N             replay only the first N requests of the trace
+          --speed X             time compression: trace time is divided by X (default 30,
+                                which plays the 59-minute trace in about 2 minutes)
+          --roaming SHARE       share of follow-up requests entering at another region
+                                (0 to 1, default 0.05)
+          --tool-calls SHARE    share of requests that write a tool call (0 to 1, default 0.1)
+          --seed N              seed of every random choice (default 42)
+          --topology FILE       regions and latency matrix (JSON); default: us-east,
+                                us-west, eu-west with 44/40/68 ms one-way and 10% jitter
+          --latency-scale X     multiply every delay of the matrix by X (0 removes them)
+          --policy FILE         policy table (JSON); default: the built-in table
+          --report PATH         where to write the JSON report (default demo-report.json)
+          --log-level LEVEL     debug, info, warning or error (default warning)
+        """
+
+    static func run(_ arguments: [String]) async -> Int32 {
+        do {
+            let options = try CommandLineOptions(
+                arguments,
+                valued: ["trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report", "log-level"],
+                switches: ["help"])
+            if options.has("help") {
+                print(usage)
+                return 0
+            }
+            return try await runDemo(options)
+        } catch let error as CommandLineOptions.UsageError {
+            printError("homeport demo: \(error)\nRun `homeport demo --help` for the options.")
+            return 2
+        } catch {
+            printError("homeport demo: \(error)")
+            return 2
+        }
+    }
+
+    private static func runDemo(_ options: CommandLineOptions) async throws -> Int32 {
+        let logLevelName = options.string("log-level") ?? "warning"
+        guard let logLevel = LogLevel(name: logLevelName) else {
+            throw CommandLineOptions.UsageError(description: "--log-level must be debug, info, warning or error, got \"\(logLevelName)\"")
+        }
+        let logger = Logger(label: "homeport.demo", sink: LogSink(minimumLevel: logLevel))
+
+        var configuration = ReplayConfiguration()
+        configuration.timeCompression = try options.number("speed", in: 0.001...1_000_000) ?? configuration.timeCompression
+        configuration.roamingShare = try options.number("roaming", in: 0...1) ?? configuration.roamingShare
+        configuration.toolCallShare = try options.number("tool-calls", in: 0...1) ?? configuration.toolCallShare
+        if let seed = options.string("seed") {
+            guard let value = UInt64(seed) else {
+                throw CommandLineOptions.UsageError(description: "--seed must be a non-negative whole number, got \"\(seed)\"")
+            }
+            configuration.seed = value
+        }
+        try configuration.validate()
+
+        // Policy and topology first: a bad file should fail before anything starts.
+        let policy = try options.string("policy").map { path throws in try PolicyTable.load(path: path) } ?? .defaultTable
+        let diagnostics = policy.validate()
+        if diagnostics.contains(where: { $0.severity == .error }) {
+            printError("homeport demo: the policy table has errors:\n" + diagnostics.map(\.description).joined(separator: "\n"))
+            return 2
+        }
+        let limits = try SessionStoreLimits(policy: policy)
+        var topology = try options.string("topology").map { path throws in try TopologyFile.load(path: path) } ?? .threeRegionDefault()
+        if let scale = try options.number("latency-scale", in: 0...100) {
+            topology.latency = topology.latency.scaled(by: scale)
+        }
+        // Every region listens on an ephemeral loopback port in this process.
+        topology.regions = topology.regions.map { RegionEndpoint(name: $0.name, host: "127.0.0.1", port: 0) }
+
+        let (trace, source) = try loadWorkload(options, seed: configuration.seed)
+        let sessions = SessionRebuilder.rebuild(trace)
+
+        print(policy.render(storeName: "memory store", linearizableStoreName: "embedded linearizable store"))
+        print("Regions: \(topology.regionNames.joined(separator: ", ")); one-way delays: " + describe(topology.latency))
+        print("Replaying \(trace.requests.count) requests in \(sessions.sessions.count) sessions (\(sessions.followUpCount) follow-up turns) from \(source)")
+        print("")
+
+        let cluster = EmbeddedCluster(topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger)
+        try cluster.start()
+        var baseURLs: [String: String] = [:]
+        for region in topology.regionNames {
+            baseURLs[region] = cluster.baseURL(of: region)
+        }
+
+        let replay = TraceReplay(
+            trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration)
+        let outcome = await replay.run()
+        await cluster.shutdown()
+
+        let report = ReplayReport(
+            source: source, outcome: outcome, configuration: configuration, latency: topology.latency, regions: topology.regionNames)
+        print(report.renderText())
+
+        let reportPath = options.string("report") ?? "demo-report.json"
+        do {
+            try Data(report.json().serializedBytes()).write(to: URL(fileURLWithPath: reportPath))
+            print("JSON report written to \(reportPath)")
+        } catch {
+            printError("homeport demo: cannot write the report to \(reportPath): \(error.localizedDescription)")
+            return 1
+        }
+        return report.errorCount == 0 && outcome.sessionsMismatched == 0 ? 0 : 1
+    }
+
+    private static func loadWorkload(_ options: CommandLineOptions, seed: UInt64) throws -> (ConversationTrace, String) {
+        let limit = try options.integer("limit", in: 1...10_000_000)
+        switch options.string("workload") ?? "trace" {
+        case "synthetic":
+            let trace = SyntheticWorkload.generate(seed: seed, requestCount: limit ?? 12_031)
+            return (trace, "a synthetic workload (seed \(seed)) with the Mooncake trace's published statistics")
+        case "trace":
+            let path = options.string("trace") ?? ProcessInfo.processInfo.environment["HOMEPORT_TRACE"] ?? defaultTracePath
+            let trace: ConversationTrace
+            do {
+                trace = try ConversationTrace.load(path: path)
+            } catch {
+                guard error.code == .fileNotFound else { throw error }
+                throw CommandLineOptions.UsageError(description: """
+                    \(error)
+                    The trace is conversation_trace.jsonl from the Mooncake project (kvcache-ai/Mooncake on GitHub,
+                    folder FAST25-release/traces/, Apache-2.0). Pass its path with --trace PATH, or run
+                    `homeport demo --workload synthetic` for a generated workload with the same published statistics.
+                    """)
+            }
+            guard let limit, limit < trace.requests.count else { return (trace, path) }
+            return (ConversationTrace(requests: Array(trace.requests.prefix(limit))), "\(path) (first \(limit) requests)")
+        case let other:
+            throw CommandLineOptions.UsageError(description: "--workload must be trace or synthetic, got \"\(other)\"")
+        }
+    }
+
+    private static func describe(_ latency: LatencyMatrix) -> String {
+        let pairs = latency.oneWay.sorted { ($0.key.first, $0.key.second) < ($1.key.first, $1.key.second) }
+        let text = pairs.map { "\($0.key.first)-\($0.key.second) \($0.value.wholeMilliseconds) ms" }.joined(separator: ", ")
+        return (text.isEmpty ? "none" : text) + ", jitter ±\(Int(latency.jitterFraction * 100))%"
+    }
+}

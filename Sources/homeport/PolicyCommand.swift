@@ -1,0 +1,52 @@
+import Foundation
+import Homeport
+
+/// `homeport policy check [FILE]`: validates a table (the default one when no
+/// file is given), prints it sorted by consistency with each kind's path, and
+/// exits 1 when it has errors.
+enum PolicyCommand {
+    static let usage = """
+        usage: homeport policy check [FILE]
+
+        Validates the policy table in FILE (JSON), or the built-in default table
+        when no FILE is given, and prints it sorted by consistency with the path
+        each kind takes. Exits 0 when the table has no errors (warnings allowed),
+        1 when it has errors, 2 on a usage error or an unreadable file.
+        """
+
+    static func run(_ arguments: [String]) -> Int32 {
+        guard arguments.first == "check" else {
+            printError(usage)
+            return 2
+        }
+        let rest = Array(arguments.dropFirst())
+        if rest.contains("--help") {
+            print(usage)
+            return 0
+        }
+        guard rest.count <= 1, rest.allSatisfy({ !$0.hasPrefix("--") }) else {
+            printError(usage)
+            return 2
+        }
+
+        let table: PolicyTable
+        if let path = rest.first {
+            do {
+                table = try PolicyTable.load(path: path)
+            } catch {
+                printError("homeport policy check: \(error)")
+                return 2
+            }
+        } else {
+            table = PolicyTable.defaultTable
+        }
+
+        print(table.render(storeName: "memory store", linearizableStoreName: "embedded linearizable store"))
+        let hasErrors = table.validate().contains { $0.severity == .error }
+        return hasErrors ? 1 : 0
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
