@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// A session as a client holds it: its id, tenant, and the latest routing token.
 public struct SessionHandle: Sendable, Equatable {
@@ -52,19 +49,16 @@ public enum HomeportClientError: Error, Sendable, CustomStringConvertible {
 
 /// A Swift client of the session API, for orchestrators and the trace replay.
 ///
-/// One instance keeps a pool of keep-alive connections per node. It does not
-/// retry by itself; callers retry retryable errors with the same idempotency key.
+/// Nodes are named by base URLs of the form `http://HOST:PORT` (IPv4 or
+/// `localhost`). One instance keeps a pool of keep-alive connections per
+/// node. It does not retry by itself; callers retry retryable errors with the
+/// same idempotency key.
 public final class HomeportClient: Sendable {
-    private let session: URLSession
+    private let http: HTTPClient
 
-    public init(maximumConnectionsPerNode: Int = 64, timeout: Duration = .seconds(30)) {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.httpMaximumConnectionsPerHost = maximumConnectionsPerNode
-        configuration.timeoutIntervalForRequest = timeout.secondsValue
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        configuration.urlCache = nil
-        configuration.httpCookieStorage = nil
-        session = URLSession(configuration: configuration)
+    /// - Parameter timeout: the longest one socket read or write may wait.
+    public init(timeout: Duration = .seconds(30)) {
+        http = HTTPClient(timeout: timeout)
     }
 
     /// Creates a session homed at the node behind `baseURL`.
@@ -140,44 +134,55 @@ public final class HomeportClient: Sendable {
         _ method: String, baseURL: String, path: String, token: String?, body: JSONValue?,
         headers: [(String, String)] = []
     ) async throws(HomeportClientError) -> ClientResponse {
-        guard let url = URL(string: baseURL + path) else {
-            throw .invalidResponse("cannot form a URL from \(baseURL) and \(path)")
+        guard let components = URLComponents(string: baseURL), components.scheme == "http",
+            let host = components.host, let port = components.port, let portNumber = UInt16(exactly: port)
+        else {
+            throw .invalidResponse("\(baseURL) is not a base URL of the form http://HOST:PORT")
         }
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        if let token { request.setValue(token, forHTTPHeaderField: "Homeport-Route") }
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
+        let (pathOnly, query) = Self.splitQuery(path)
+        var request = HTTPRequest(method: method, path: pathOnly, query: query)
+        if let token { request.headers["homeport-route"] = token }
+        for (name, value) in headers { request.headers[name.lowercased()] = value }
         if let body {
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.httpBody = Data(body.serializedBytes())
+            request.headers["content-type"] = "application/json"
+            request.body = body.serializedBytes()
         }
 
-        let data: Data
-        let urlResponse: URLResponse
+        let http: HTTPResponse
         do {
-            (data, urlResponse) = try await session.data(for: request)
+            http = try await self.http.send(request, host: host, port: portNumber)
         } catch {
-            throw .transport("\(method) \(url.absoluteString): \(error.localizedDescription)")
-        }
-        guard let http = urlResponse as? HTTPURLResponse else {
-            throw .invalidResponse("\(method) \(path) got a non-HTTP response")
+            throw .transport("\(method) \(baseURL)\(path): \(error)")
         }
 
         let json: JSONValue
         do {
-            json = data.isEmpty ? .null : try JSONValue.parse(Array(data))
+            json = http.body.isEmpty ? .null : try JSONValue.parse(http.body)
         } catch {
-            throw .invalidResponse("\(method) \(path) answered \(http.statusCode) with a body that is not JSON: \(error)")
+            throw .invalidResponse("\(method) \(path) answered \(http.status) with a body that is not JSON: \(error)")
         }
-        guard (200..<300).contains(http.statusCode) else {
+        guard (200..<300).contains(http.status) else {
             let type = json["type"]?.stringValue.map { String($0.dropFirst(ProblemDetails.typePrefix.count)) } ?? "unknown"
-            throw .problem(status: http.statusCode, type: type, detail: json["detail"]?.stringValue ?? "no detail")
+            throw .problem(status: http.status, type: type, detail: json["detail"]?.stringValue ?? "no detail")
         }
         return ClientResponse(
-            status: http.statusCode,
-            servedBy: http.value(forHTTPHeaderField: "Homeport-Served-By"),
-            routeToken: http.value(forHTTPHeaderField: "Homeport-Route"),
-            replayed: http.value(forHTTPHeaderField: "Idempotent-Replayed") == "true",
+            status: http.status,
+            servedBy: http.header("Homeport-Served-By"),
+            routeToken: http.header("Homeport-Route"),
+            replayed: http.header("Idempotent-Replayed") == "true",
             body: json)
+    }
+
+    /// Splits `/path?a=1&b=2` into the path and its (unescaped) query arguments.
+    private static func splitQuery(_ target: String) -> (String, [String: String]) {
+        guard let mark = target.firstIndex(of: "?") else { return (target, [:]) }
+        var query: [String: String] = [:]
+        for pair in target[target.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            let value = parts.count > 1 ? (String(parts[1]).removingPercentEncoding ?? String(parts[1])) : ""
+            query[name] = value
+        }
+        return (String(target[..<mark]), query)
     }
 }

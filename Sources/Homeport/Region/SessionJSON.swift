@@ -14,6 +14,21 @@ enum SessionJSON {
         ])
     }
 
+    /// A turn without its content, for append answers: the caller sent the
+    /// content, and echoing a turn of up to 1 MiB back would double the cost.
+    static func appendedTurn(_ turn: Turn) -> JSONValue {
+        var fields: [String: JSONValue] = [
+            "seq": .integer(Int64(turn.stamp.seq)),
+            "epoch": .integer(Int64(turn.stamp.epoch)),
+            "role": .string(turn.role.rawValue),
+            "contentBytes": .integer(Int64(turn.content.utf8.count)),
+            "tokens": .integer(Int64(turn.tokens)),
+            "createdAt": .integer(turn.createdAtMilliseconds),
+        ]
+        if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
+        return .object(fields)
+    }
+
     static func turn(_ turn: Turn) -> JSONValue {
         var fields: [String: JSONValue] = [
             "seq": .integer(Int64(turn.stamp.seq)),

@@ -39,7 +39,7 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let draft = try parseTurnDraft(request)
             let result = try await store.appendTurn(session, draft, nowMilliseconds: now)
-            let body: JSONValue = .object(["turn": SessionJSON.turn(result.turn), "replayed": .bool(result.replayed)])
+            let body: JSONValue = .object(["turn": SessionJSON.appendedTurn(result.turn), "replayed": .bool(result.replayed)])
             return .json(result.replayed ? 200 : 201, body, headers: result.replayed ? [("Idempotent-Replayed", "true")] : [])
 
         case .readTurns:

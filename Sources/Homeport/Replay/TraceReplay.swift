@@ -16,6 +16,12 @@ public struct ReplayConfiguration: Sendable {
     public var tenant: String = "demo"
     /// Attempts per call for transport failures and 502/503/504, with the same idempotency key.
     public var maximumAttempts: Int = 3
+    /// The Mooncake trace rounds arrival times to about 3 s (70% of them are
+    /// whole seconds and up to 28 requests share one), so its real spacing is
+    /// unknown. When true, requests that share a timestamp start evenly spread
+    /// over the interval to the next distinct timestamp; when false they start
+    /// together, as a burst.
+    public var spreadSharedTimestamps: Bool = true
 
     public init() {}
 
@@ -68,6 +74,8 @@ public final class TraceReplay: Sendable {
     private let configuration: ReplayConfiguration
     private let client: HomeportClient
     private let filler: String
+    /// Start time of each request in trace milliseconds, after spreading.
+    private let startOffsets: [Double]
 
     public init(
         trace: ConversationTrace, sessions: RebuiltSessions, regions: [String], baseURLs: [String: String],
@@ -81,6 +89,31 @@ public final class TraceReplay: Sendable {
         self.client = client
         let largestTurn = (trace.requests.map { max($0.inputTokens, $0.outputTokens) }.max() ?? 0) * configuration.bytesPerToken
         self.filler = Self.makeFiller(byteCount: largestTurn)
+        self.startOffsets = Self.startOffsets(of: trace, spread: configuration.spreadSharedTimestamps)
+    }
+
+    /// Each request's start in trace milliseconds. With `spread`, the k-th of
+    /// n requests sharing timestamp t starts at t + k × (t' − t) / n, where t'
+    /// is the next distinct timestamp (the last group spreads over 1 s).
+    static func startOffsets(of trace: ConversationTrace, spread: Bool) -> [Double] {
+        let requests = trace.requests
+        guard spread else { return requests.map { Double($0.timestampMilliseconds) } }
+
+        var offsets: [Double] = []
+        offsets.reserveCapacity(requests.count)
+        var groupStart = 0
+        while groupStart < requests.count {
+            let timestamp = requests[groupStart].timestampMilliseconds
+            var groupEnd = groupStart
+            while groupEnd < requests.count, requests[groupEnd].timestampMilliseconds == timestamp { groupEnd += 1 }
+            let next = groupEnd < requests.count ? requests[groupEnd].timestampMilliseconds : timestamp + 1000
+            let step = Double(next - timestamp) / Double(groupEnd - groupStart)
+            for position in 0..<(groupEnd - groupStart) {
+                offsets.append(Double(timestamp) + step * Double(position))
+            }
+            groupStart = groupEnd
+        }
+        return offsets
     }
 
     /// The region a session's first request enters at.
@@ -133,7 +166,7 @@ public final class TraceReplay: Sendable {
 
         for (position, requestIndex) in session.requestIndices.enumerated() {
             let request = trace.requests[requestIndex]
-            let due = startedAt + .milliseconds(Double(request.timestampMilliseconds) / configuration.timeCompression)
+            let due = startedAt + .milliseconds(startOffsets[requestIndex] / configuration.timeCompression)
             try? await Task.sleep(until: due, clock: .continuous)
 
             var generator = SplitMix64(seed: configuration.seed &+ UInt64(requestIndex) &* 0xD1B5_4A32_D192_ED03)

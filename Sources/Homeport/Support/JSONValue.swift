@@ -287,21 +287,28 @@ private struct JSONParser {
         position += 1
         let start = position
 
-        // Fast path: no escapes, so the bytes between the quotes are the string.
-        while position < bytes.count {
-            let byte = bytes[position]
-            if byte == UInt8(ascii: "\"") {
-                let slice = bytes[start..<position]
-                position += 1
-                guard let text = String(validating: slice, as: UTF8.self) else {
-                    throw JSONParseError(offset: start, reason: "invalid UTF-8 in a string")
-                }
-                return text
+        // Fast path: no escapes, so the bytes between the quotes are the
+        // string. Scanned through a raw pointer because turn contents run to
+        // hundreds of kilobytes.
+        let stop = bytes.withUnsafeBufferPointer { buffer -> Int in
+            var index = start
+            while index < buffer.count {
+                let byte = buffer[index]
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { break }
+                index += 1
             }
-            if byte == UInt8(ascii: "\\") { break }
-            if byte < 0x20 { throw fail("unescaped control character in a string") }
-            position += 1
+            return index
         }
+        position = stop
+        if position < bytes.count, bytes[position] == UInt8(ascii: "\"") {
+            let slice = bytes[start..<position]
+            position += 1
+            guard let text = String(validating: slice, as: UTF8.self) else {
+                throw JSONParseError(offset: start, reason: "invalid UTF-8 in a string")
+            }
+            return text
+        }
+        if position < bytes.count, bytes[position] < 0x20 { throw fail("unescaped control character in a string") }
 
         var scalars: [UInt8] = Array(bytes[start..<position])
         while position < bytes.count {
