@@ -92,6 +92,8 @@ enum DemoCommand {
         let sessions = SessionRebuilder.rebuild(trace)
 
         print(policy.render(storeName: "memory store", linearizableStoreName: "embedded linearizable store"))
+        print(buildScopeNote)
+        print("")
         print("Regions: \(topology.regionNames.joined(separator: ", ")); one-way delays: " + describe(topology.latency))
         print("Replaying \(trace.requests.count) requests in \(sessions.sessions.count) sessions (\(sessions.followUpCount) follow-up turns) from \(source)")
         print("")

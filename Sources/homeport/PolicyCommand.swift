@@ -42,10 +42,20 @@ enum PolicyCommand {
         }
 
         print(table.render(storeName: "memory store", linearizableStoreName: "embedded linearizable store"))
+        print(buildScopeNote)
         let hasErrors = table.validate().contains { $0.severity == .error }
         return hasErrors ? 1 : 0
     }
 }
+
+/// The part of the table's paths that this build runs.
+// NOTE: drop each clause as neighbour replication, the eventually-global tier
+// and the linearizable tier land.
+let buildScopeNote = """
+    This build serves the session-local kinds from the home region's store and forwards to it.
+    Neighbour replication, the eventually-global tier and the linearizable tier are validated
+    and shown above as the path each kind will take, but are not running yet.
+    """
 
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A session as a client holds it: its id, tenant, and the latest routing token.
+/// A client's reference to a session: its id, tenant, home, and the latest routing token.
 public struct SessionHandle: Sendable, Equatable {
     public var id: String
     public var tenant: String
@@ -12,7 +12,7 @@ public struct SessionHandle: Sendable, Equatable {
 /// A response from a Homeport node: status, the region that served it, and the JSON body.
 public struct ClientResponse: Sendable {
     public var status: Int
-    /// `Homeport-Served-By`: the region whose store answered.
+    /// `Homeport-Served-By`: the region whose store served the request.
     public var servedBy: String?
     /// A new routing token, when the response re-homes the session.
     public var routeToken: String?
@@ -21,9 +21,9 @@ public struct ClientResponse: Sendable {
 }
 
 public enum HomeportClientError: Error, Sendable, CustomStringConvertible {
-    /// The node answered with an error status and a problem+json body.
+    /// The node responded with an error status and a problem+json body.
     case problem(status: Int, type: String, detail: String)
-    /// No HTTP answer: connection refused, reset or timed out.
+    /// No HTTP response: connection refused, reset or timed out.
     case transport(String)
     /// An answer that is not the JSON the API promises.
     case invalidResponse(String)
@@ -67,7 +67,7 @@ public final class HomeportClient: Sendable {
         guard let id = response.body["session"]?.stringValue, let token = response.body["token"]?.stringValue,
             let home = response.body["home"]?.stringValue
         else {
-            throw .invalidResponse("the create-session answer lacks session, token or home")
+            throw .invalidResponse("the create-session response lacks session, token or home")
         }
         return (SessionHandle(id: id, tenant: tenant, token: token, home: home), response)
     }
@@ -159,7 +159,7 @@ public final class HomeportClient: Sendable {
         do {
             json = http.body.isEmpty ? .null : try JSONValue.parse(http.body)
         } catch {
-            throw .invalidResponse("\(method) \(path) answered \(http.status) with a body that is not JSON: \(error)")
+            throw .invalidResponse("\(method) \(path) returned \(http.status) with a body that is not JSON: \(error)")
         }
         guard (200..<300).contains(http.status) else {
             let type = json["type"]?.stringValue.map { String($0.dropFirst(ProblemDetails.typePrefix.count)) } ?? "unknown"

@@ -47,7 +47,7 @@ public final class EmbeddedCluster: Sendable {
         nodes.first { $0.region == region }
     }
 
-    /// The base URL of a region's node, once started.
+    /// Returns the base URL of a region's node once it has started.
     public func baseURL(of region: String) -> String? {
         peers.endpoint(of: region)?.baseURL
     }

@@ -18,7 +18,7 @@ public struct RegionNodeConfiguration: Sendable {
 ///
 /// For each session request the node verifies the routing token, then serves
 /// it from its own store when the token names this region as home, or
-/// forwards it in one hop to the home and relays the answer. The token, not a
+/// forwards it in one hop to the home and relays the response. The token, not a
 /// directory, decides where a session lives.
 public final class RegionNode: Sendable {
     public static let routeHeader = "Homeport-Route"
@@ -84,7 +84,7 @@ public final class RegionNode: Sendable {
         logger.info("region node stopped")
     }
 
-    /// Answers one request. Never throws: every failure becomes a problem+json response.
+    /// Handles one request. It never throws, because every failure becomes a problem+json response.
     public func handle(_ request: HTTPRequest) async -> HTTPResponse {
         let started = ContinuousClock.now
         let requestID = Self.requestID(from: request)
@@ -202,14 +202,14 @@ public final class RegionNode: Sendable {
 
     private func record(_ labels: (kind: String, operation: String, path: String), status: Int, seconds: Double) {
         metrics.observe(
-            "homeport_operation_duration_seconds", help: "Time to answer an API request, by state kind, operation and path (local or forwarded).",
+            "homeport_operation_duration_seconds", help: "Time to respond to an API request, by state kind, operation and path (local or forwarded).",
             labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "path": labels.path], seconds: seconds)
         metrics.increment(
-            "homeport_requests_total", help: "API requests answered, by status.",
+            "homeport_requests_total", help: "API requests completed, by response status.",
             labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "path": labels.path, "status": "\(status)"])
         if status >= 400 {
             metrics.increment(
-                "homeport_errors_total", help: "API requests answered with a 4xx or 5xx status.",
+                "homeport_errors_total", help: "API requests completed with a 4xx or 5xx status.",
                 labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "class": status >= 500 ? "5xx" : "4xx"])
         }
     }
@@ -222,7 +222,7 @@ public final class RegionNode: Sendable {
         return Base64URL.encode(bytes)
     }
 
-    /// The session id in a session path, for logs; nil when the path has none or it is invalid.
+    /// Returns the session id of a session path for logs, or nil when the path has none or it is invalid.
     private static func sessionSegment(of path: String) -> String? {
         let segments = path.split(separator: "/")
         guard segments.count >= 5, segments[0] == "v1", SessionID.isValid(String(segments[4])) else { return nil }

@@ -14,8 +14,8 @@ enum SessionJSON {
         ])
     }
 
-    /// A turn without its content, for append answers: the caller sent the
-    /// content, and echoing a turn of up to 1 MiB back would double the cost.
+    /// Renders a turn without its content, for append responses. The caller
+    /// sent the content, and echoing up to 1 MiB back would double the cost.
     static func appendedTurn(_ turn: Turn) -> JSONValue {
         var fields: [String: JSONValue] = [
             "seq": .integer(Int64(turn.stamp.seq)),

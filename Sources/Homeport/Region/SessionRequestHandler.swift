@@ -1,5 +1,5 @@
 /// Serves session operations from this region's store: validates the body
-/// and query, calls the store, and renders the JSON answer. Runs only at the
+/// and query, calls the store, and renders the JSON response. Runs only at the
 /// session's home, after the routing token has been verified.
 struct SessionRequestHandler: Sendable {
     /// Largest token count one turn may report.

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// Which replay operation a sample belongs to, and how it was served.
+/// The replay operation a sample belongs to, and how it was served.
 public struct OperationKey: Hashable, Sendable, Comparable {
     public var operation: String
     /// `local` when the entry region served it, `forwarded` when its home did.
@@ -74,7 +74,7 @@ public struct LatencySummary: Sendable, Equatable {
         maximum = sorted.last ?? 0
     }
 
-    /// The nearest-rank percentile of sorted samples; 0 for none.
+    /// Returns the nearest-rank percentile of sorted samples, or 0 for none.
     public static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
         guard !sorted.isEmpty else { return 0 }
         let rank = Int((fraction * Double(sorted.count)).rounded(.up))

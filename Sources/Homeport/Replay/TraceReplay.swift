@@ -1,6 +1,6 @@
 import Foundation
 
-/// How a trace is replayed against a set of regions.
+/// Settings of a trace replay against a set of regions.
 public struct ReplayConfiguration: Sendable {
     /// Trace time is divided by this: 30 plays the 59-minute trace in about two minutes.
     public var timeCompression: Double = 30
@@ -19,7 +19,7 @@ public struct ReplayConfiguration: Sendable {
     /// The Mooncake trace rounds arrival times to about 3 s (70% of them are
     /// whole seconds and up to 28 requests share one), so its real spacing is
     /// unknown. When true, requests that share a timestamp start evenly spread
-    /// over the interval to the next distinct timestamp; when false they start
+    /// over the interval to the next distinct timestamp. When false they start
     /// together, as a burst.
     public var spreadSharedTimestamps: Bool = true
 
@@ -41,7 +41,7 @@ public struct ReplayConfiguration: Sendable {
     }
 }
 
-/// What a replay did: the samples, and the end-of-run check of every session.
+/// The result of a replay: the samples, and the end-of-run check of every session.
 public struct ReplayOutcome: Sendable {
     public var recorder: LatencyRecorder
     public var requestsReplayed: Int
@@ -57,8 +57,8 @@ public struct ReplayOutcome: Sendable {
 
 /// Replays a conversation trace through the HTTP API.
 ///
-/// Each session runs as one task: its first request creates the session at
-/// an entry region chosen by a seeded hash (which homes it there); every
+/// Each session runs as one task. Its first request creates the session at
+/// an entry region chosen by a seeded hash, which homes it there. Every
 /// request then reads the buffer tail, appends the user turn (sized by the
 /// prompt tokens not yet in the session), records the prompt's KV-cache
 /// blocks, optionally walks a tool call through the ledger, and appends the
@@ -92,7 +92,7 @@ public final class TraceReplay: Sendable {
         self.startOffsets = Self.startOffsets(of: trace, spread: configuration.spreadSharedTimestamps)
     }
 
-    /// Each request's start in trace milliseconds. With `spread`, the k-th of
+    /// Computes each request's start in trace milliseconds. With `spread`, the k-th of
     /// n requests sharing timestamp t starts at t + k × (t' − t) / n, where t'
     /// is the next distinct timestamp (the last group spreads over 1 s).
     static func startOffsets(of trace: ConversationTrace, spread: Bool) -> [Double] {
@@ -116,7 +116,7 @@ public final class TraceReplay: Sendable {
         return offsets
     }
 
-    /// The region a session's first request enters at.
+    /// Returns the region where a session's first request enters.
     public func entryRegion(ofSession sessionID: Int) -> String {
         var generator = SplitMix64(seed: configuration.seed ^ (UInt64(sessionID) &* 0x9E37_79B9_7F4A_7C15))
         return regions[Int(generator.next() % UInt64(regions.count))]
@@ -280,7 +280,7 @@ public final class TraceReplay: Sendable {
                                 verified += 1
                             } else {
                                 mismatched += 1
-                                recorder.recordError("verify", message: "session \(handle.id) holds \(response.body["turnCount"]?.integerValue ?? -1) turns, expected \(expectedTurns)")
+                                recorder.recordError("verify", message: "session \(handle.id) has \(response.body["turnCount"]?.integerValue ?? -1) turns at its home, expected \(expectedTurns)")
                             }
                         } catch {
                             mismatched += 1

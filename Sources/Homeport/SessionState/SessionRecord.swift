@@ -2,8 +2,8 @@
 /// A value type with no locking and no I/O: the store that owns it serialises
 /// access.
 struct SessionRecord: Sendable {
-    /// What an idempotency key was first used for, kept after its turn is
-    /// dropped so that a late retry is still recognised.
+    /// The turn an idempotency key was first used for. It is kept after the
+    /// turn is dropped, so that a late retry is still recognised.
     struct IdempotencyRecord: Sendable {
         var seq: UInt64
         var role: TurnRole
@@ -58,7 +58,7 @@ struct SessionRecord: Sendable {
             seq: 0, role: draft.role, tokens: draft.tokens, contentBytes: contentBytes,
             contentHash: Self.contentHash(draft.content))
 
-        // A retry: answer with the turn the key first stored.
+        // A retry returns the turn that the key first stored.
         if let key = draft.idempotencyKey, let first = idempotencyKeys[key] {
             guard first.role == fingerprint.role, first.tokens == fingerprint.tokens,
                 first.contentBytes == fingerprint.contentBytes, first.contentHash == fingerprint.contentHash
@@ -139,9 +139,9 @@ struct SessionRecord: Sendable {
         }
     }
 
-    /// A 64-bit fingerprint of the content that is the same in every process
-    /// (unlike `Hasher`), for telling a retry from a different turn. It mixes
-    /// eight bytes at a time because contents run to hundreds of kilobytes.
+    /// Computes a 64-bit fingerprint of the content for telling a retry from a
+    /// different turn. Unlike `Hasher` it is the same in every process. It
+    /// mixes eight bytes at a time because contents run to hundreds of kilobytes.
     static func contentHash(_ content: String) -> UInt64 {
         var copy = content
         return copy.withUTF8 { buffer -> UInt64 in
@@ -160,7 +160,7 @@ struct SessionRecord: Sendable {
         }
     }
 
-    /// The SplitMix64 finaliser: every input bit affects every output bit.
+    /// Applies the SplitMix64 finaliser, so every input bit affects every output bit.
     private static func mix(_ value: UInt64) -> UInt64 {
         var z = value &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

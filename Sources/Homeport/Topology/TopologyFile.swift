@@ -97,7 +97,7 @@ public enum TopologyFile {
         }
     }
 
-    /// The topology in the file format, for `homeport` to print or save.
+    /// Renders the topology in the file format.
     public static func serialize(_ topology: RegionTopology) -> JSONValue {
         let regions: [JSONValue] = topology.regions.map { region in
             .object(["name": .string(region.name), "host": .string(region.host), "port": .integer(Int64(region.port))])

@@ -4,8 +4,8 @@ import Foundation
 /// that they never occupy the Swift concurrency pool or libdispatch's shared
 /// worker threads.
 ///
-/// On Linux the Swift global executor runs on libdispatch's thread pool; if
-/// blocking calls filled that pool, the tasks that answer them could not run.
+/// On Linux the Swift global executor runs on libdispatch's thread pool. If
+/// blocking calls filled that pool, the tasks that respond to them could not run.
 /// Jobs beyond `threadCount` wait in FIFO order, which also bounds how many
 /// connections a client opens at once.
 final class BlockingIOThreads: @unchecked Sendable {

@@ -13,7 +13,7 @@ public final class InterRegionClient: Sendable {
     ]
 
     private let topology: RegionTopology
-    /// Where each region's node listens; updated when a node binds an ephemeral port.
+    /// The address of each region's node, updated when a node binds an ephemeral port.
     private let endpoints: Mutex<[String: RegionEndpoint]>
     private let http: HTTPClient
     private let clock: any WallClock
@@ -39,7 +39,7 @@ public final class InterRegionClient: Sendable {
     ///
     /// - Throws: `ForwardingError.unknownRegion` when `destination` is not in the
     ///   topology, `.homeUnreachable` when the connection fails, `.timedOut`
-    ///   when the destination does not answer in time. A request that failed
+    ///   when the destination does not respond in time. A request that failed
     ///   may still have been applied at the destination, so callers retry with
     ///   the same idempotency key.
     public func send(
@@ -85,7 +85,7 @@ public final class InterRegionClient: Sendable {
             }
         }
 
-        // The answer pays the way back even if the caller has gone: it was applied.
+        // The response pays the way back even if the caller has gone, because it was applied.
         try? await clock.sleep(for: inbound)
         let relayed = Self.relayedHeaders.compactMap { name in response.header(name).map { (name: name, value: $0) } }
         return HTTPResponse(status: response.status, headers: relayed, body: response.body)
