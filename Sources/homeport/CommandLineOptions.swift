@@ -51,7 +51,8 @@ struct CommandLineOptions {
     func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
         guard let text = string(name) else { return nil }
         guard let value = Int(text), range.contains(value) else {
-            throw UsageError(description: "--\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+            throw UsageError(
+                description: "--\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
         }
         return value
     }

@@ -38,7 +38,10 @@ enum DemoCommand {
         do {
             let options = try CommandLineOptions(
                 arguments,
-                valued: ["trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report", "log-level"],
+                valued: [
+                    "trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report",
+                    "log-level",
+                ],
                 switches: ["help"])
             if options.has("help") {
                 print(usage)
@@ -95,7 +98,9 @@ enum DemoCommand {
         print(buildScopeNote)
         print("")
         print("Regions: \(topology.regionNames.joined(separator: ", ")); one-way delays: " + describe(topology.latency))
-        print("Replaying \(trace.requests.count) requests in \(sessions.sessions.count) sessions (\(sessions.followUpCount) follow-up turns) from \(source)")
+        print(
+            "Replaying \(trace.requests.count) requests in \(sessions.sessions.count) sessions (\(sessions.followUpCount) follow-up turns) from \(source)"
+        )
         print("")
 
         let cluster = EmbeddedCluster(topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger)
@@ -138,12 +143,13 @@ enum DemoCommand {
                 trace = try ConversationTrace.load(path: path)
             } catch {
                 guard error.code == .fileNotFound else { throw error }
-                throw CommandLineOptions.UsageError(description: """
-                    \(error)
-                    The trace is conversation_trace.jsonl from the Mooncake project (kvcache-ai/Mooncake on GitHub,
-                    folder FAST25-release/traces/, Apache-2.0). Pass its path with --trace PATH, or run
-                    `homeport demo --workload synthetic` for a generated workload with the same published statistics.
-                    """)
+                throw CommandLineOptions.UsageError(
+                    description: """
+                        \(error)
+                        The trace is conversation_trace.jsonl from the Mooncake project (kvcache-ai/Mooncake on GitHub,
+                        folder FAST25-release/traces/, Apache-2.0). Pass its path with --trace PATH, or run
+                        `homeport demo --workload synthetic` for a generated workload with the same published statistics.
+                        """)
             }
             guard let limit, limit < trace.requests.count else { return (trace, path) }
             return (ConversationTrace(requests: Array(trace.requests.prefix(limit))), "\(path) (first \(limit) requests)")

@@ -51,13 +51,15 @@ enum ServeCommand {
         let topology = try TopologyFile.load(path: topologyPath)
         let chosen = options.strings("region").isEmpty ? topology.regionNames : options.strings("region")
         for region in chosen where topology.endpoint(region) == nil {
-            throw CommandLineOptions.UsageError(description: "--region \(region) is not in \(topologyPath); it has \(topology.regionNames.joined(separator: ", "))")
+            throw CommandLineOptions.UsageError(
+                description: "--region \(region) is not in \(topologyPath); it has \(topology.regionNames.joined(separator: ", "))")
         }
 
         let policy = try options.string("policy").map { path throws in try PolicyTable.load(path: path) } ?? .defaultTable
         let errors = policy.validate().filter { $0.severity == .error }
         guard errors.isEmpty else {
-            throw CommandLineOptions.UsageError(description: "the policy table has errors:\n" + errors.map(\.description).joined(separator: "\n"))
+            throw CommandLineOptions.UsageError(
+                description: "the policy table has errors:\n" + errors.map(\.description).joined(separator: "\n"))
         }
         let limits = try SessionStoreLimits(policy: policy)
 

@@ -93,12 +93,16 @@ public final class MetricsRegistry: Sendable {
 
             switch type {
             case .counter, .gauge:
-                let series = snapshot.values.filter { $0.key.name == name }.sorted { $0.key.labels.lexicographicallyPrecedes($1.key.labels) }
+                let series = snapshot.values.filter { $0.key.name == name }.sorted {
+                    $0.key.labels.lexicographicallyPrecedes($1.key.labels)
+                }
                 for (key, value) in series {
                     output += "\(name)\(Self.renderLabels(labelNames, key.labels)) \(Self.renderNumber(value))\n"
                 }
             case .histogram:
-                let series = snapshot.histograms.filter { $0.key.name == name }.sorted { $0.key.labels.lexicographicallyPrecedes($1.key.labels) }
+                let series = snapshot.histograms.filter { $0.key.name == name }.sorted {
+                    $0.key.labels.lexicographicallyPrecedes($1.key.labels)
+                }
                 for (key, histogram) in series {
                     var cumulative: UInt64 = 0
                     for (index, bound) in Self.latencyBuckets.enumerated() {

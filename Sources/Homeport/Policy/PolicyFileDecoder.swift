@@ -259,8 +259,7 @@ private struct PolicyFieldReader {
         return try enumCase(key, value) as Value
     }
 
-    func invalidValue(_ key: String, valueText: String, expected: String, adjective: String = "invalid") -> PolicyError
-    {
+    func invalidValue(_ key: String, valueText: String, expected: String, adjective: String = "invalid") -> PolicyError {
         let path = pathPrefix + key
         return PolicyError(
             code: .invalidValue,

@@ -62,7 +62,9 @@ public final class RegionNode: Sendable {
         let handler = NodeHandlerBox()
         self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
             guard let node = handler.node else {
-                return ProblemDetails(status: 503, type: "node-stopped", title: "Node stopped", detail: "this region's node is shutting down; retry").response()
+                return ProblemDetails(
+                    status: 503, type: "node-stopped", title: "Node stopped", detail: "this region's node is shutting down; retry"
+                ).response()
             }
             return await node.handle(request)
         }
@@ -131,7 +133,8 @@ public final class RegionNode: Sendable {
 
     private func createSession(tenant: TenantID, request: HTTPRequest) async throws -> HTTPResponse {
         guard request.query.isEmpty else {
-            throw RequestError(.invalidQueryParameter, field: request.query.keys.sorted().first, detail: "creating a session takes no query parameters")
+            throw RequestError(
+                .invalidQueryParameter, field: request.query.keys.sorted().first, detail: "creating a session takes no query parameters")
         }
         // An empty body or an empty object; no fields are defined yet.
         if !request.body.isEmpty {
@@ -158,7 +161,8 @@ public final class RegionNode: Sendable {
 
     private func verifyToken(_ request: HTTPRequest, tenant: TenantID, session: SessionID) throws(RoutingTokenError) -> RoutingToken {
         guard let text = request.header(Self.routeHeader), !text.isEmpty else {
-            throw RoutingTokenError(.missing, "the \(Self.routeHeader) header is missing; send the token returned when the session was created")
+            throw RoutingTokenError(
+                .missing, "the \(Self.routeHeader) header is missing; send the token returned when the session was created")
         }
         let token = try keyRing.verify(text, nowSeconds: clock.nowMilliseconds() / 1000)
         guard token.session == session else {
@@ -174,7 +178,8 @@ public final class RegionNode: Sendable {
         if let origin = request.header(Self.forwardedFromHeader) {
             throw ForwardingError(
                 .forwardingLoop, region: home,
-                "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology")
+                "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology"
+            )
         }
         metrics.increment(
             "homeport_forwarded_total", help: "Session requests forwarded to their home region.",
@@ -202,7 +207,8 @@ public final class RegionNode: Sendable {
 
     private func record(_ labels: (kind: String, operation: String, path: String), status: Int, seconds: Double) {
         metrics.observe(
-            "homeport_operation_duration_seconds", help: "Time to respond to an API request, by state kind, operation and path (local or forwarded).",
+            "homeport_operation_duration_seconds",
+            help: "Time to respond to an API request, by state kind, operation and path (local or forwarded).",
             labels: ["region": region, "kind": labels.kind, "operation": labels.operation, "path": labels.path], seconds: seconds)
         metrics.increment(
             "homeport_requests_total", help: "API requests completed, by response status.",

@@ -26,7 +26,8 @@ struct SessionRequestHandler: Sendable {
         guard info.epoch == token.epoch else {
             throw SessionStoreError(
                 .staleEpoch, session: session,
-                "the routing token is for epoch \(token.epoch) but session \(session) is at epoch \(info.epoch); use the token from the latest response")
+                "the routing token is for epoch \(token.epoch) but session \(session) is at epoch \(info.epoch); use the token from the latest response"
+            )
         }
 
         let now = clock.nowMilliseconds()
@@ -46,12 +47,14 @@ struct SessionRequestHandler: Sendable {
             try rejectBody(request)
             let selection = try parseTurnSelection(request.query)
             let (turns, current) = try await store.readTurns(session, selection)
-            return .json(200, .object([
-                "turns": .array(turns.map(SessionJSON.turn)),
-                "epoch": .integer(Int64(current.epoch)),
-                "lastSeq": .integer(Int64(current.lastStamp.seq)),
-                "turnCount": .integer(Int64(current.turnCount)),
-            ]))
+            return .json(
+                200,
+                .object([
+                    "turns": .array(turns.map(SessionJSON.turn)),
+                    "epoch": .integer(Int64(current.epoch)),
+                    "lastSeq": .integer(Int64(current.lastStamp.seq)),
+                    "turnCount": .integer(Int64(current.turnCount)),
+                ]))
 
         case .listLedger:
             try rejectBodyAndQuery(request)
@@ -154,13 +157,16 @@ struct SessionRequestHandler: Sendable {
         guard let role = TurnRole(rawValue: roleText) else {
             throw RequestError(
                 .invalidValue, field: "role",
-                detail: "field \"role\" has unknown value \"\(roleText)\"; expected one of \(TurnRole.allCases.map(\.rawValue).joined(separator: ", "))")
+                detail:
+                    "field \"role\" has unknown value \"\(roleText)\"; expected one of \(TurnRole.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         // The store judges content size against the policy's limit (413).
         let content = try reader.string("content", maximumBytes: Int.max)
         let tokens = try reader.integer("tokens", in: 0...Self.maximumTurnTokens)
-        let metadata = try reader.optionalStringMap(
-            "metadata", maximumEntries: Self.maximumMetadataEntries, maximumBytes: Self.maximumMetadataBytes) ?? [:]
+        let metadata =
+            try reader.optionalStringMap(
+                "metadata", maximumEntries: Self.maximumMetadataEntries, maximumBytes: Self.maximumMetadataBytes) ?? [:]
         let bodyKey = try reader.optionalString("idempotencyKey", maximumBytes: Self.maximumIdempotencyKeyBytes)
         try reader.finish()
 
@@ -194,7 +200,9 @@ struct SessionRequestHandler: Sendable {
         guard let status = LedgerStatus(rawValue: statusText) else {
             throw RequestError(
                 .invalidValue, field: "status",
-                detail: "field \"status\" has unknown value \"\(statusText.prefix(32))\"; expected one of \(LedgerStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+                detail:
+                    "field \"status\" has unknown value \"\(statusText.prefix(32))\"; expected one of \(LedgerStatus.allCases.map(\.rawValue).joined(separator: ", "))"
+            )
         }
         if let name, name.isEmpty {
             throw RequestError(.invalidValue, field: "name", detail: "field \"name\" must not be empty")

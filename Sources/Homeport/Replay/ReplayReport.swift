@@ -48,7 +48,8 @@ public struct ReplayReport: Sendable {
             }
         }
         forwardedBoundMilliseconds = largest + Self.forwardingAllowanceMilliseconds
-        pairs = outcome.recorder.forwardedByPair.sorted { ($0.key.first, $0.key.second) < ($1.key.first, $1.key.second) }.map { pair, values in
+        pairs = outcome.recorder.forwardedByPair.sorted { ($0.key.first, $0.key.second) < ($1.key.first, $1.key.second) }.map {
+            pair, values in
             PairRow(
                 pair: pair, summary: LatencySummary(values),
                 boundMilliseconds: latency.maximumRoundTrip(between: pair.first, and: pair.second).secondsValue * 1000
@@ -65,9 +66,11 @@ public struct ReplayReport: Sendable {
         let outcome = self.outcome
         lines.append("Replay of \(source)")
         lines.append(
-            "  \(outcome.requestsReplayed) requests in \(outcome.sessionsReplayed) sessions, \(outcome.roamingRequests) roaming, \(outcome.toolCallRequests) with a tool call")
+            "  \(outcome.requestsReplayed) requests in \(outcome.sessionsReplayed) sessions, \(outcome.roamingRequests) roaming, \(outcome.toolCallRequests) with a tool call"
+        )
         lines.append(
-            "  time compression \(Self.format(configuration.timeCompression))x, wall time \(Self.format(outcome.wallSeconds)) s, seed \(configuration.seed)")
+            "  time compression \(Self.format(configuration.timeCompression))x, wall time \(Self.format(outcome.wallSeconds)) s, seed \(configuration.seed)"
+        )
         lines.append("")
         lines.append(Self.pad(["operation", "path", "count", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"]))
         let errors = outcome.recorder.errors
@@ -86,21 +89,25 @@ public struct ReplayReport: Sendable {
             lines.append("Forwarded calls by region pair (bound: the matrix round trip at full jitter + 5 ms)")
             lines.append(Self.pad(["pair", "count", "p50 ms", "p99 ms", "max ms", "bound ms"]))
             for row in pairs {
-                lines.append(Self.pad([
-                    "\(row.pair.first)-\(row.pair.second)", "\(row.summary.count)", Self.format(row.summary.p50),
-                    Self.format(row.summary.p99), Self.format(row.summary.maximum), Self.format(row.boundMilliseconds),
-                ]))
+                lines.append(
+                    Self.pad([
+                        "\(row.pair.first)-\(row.pair.second)", "\(row.summary.count)", Self.format(row.summary.p50),
+                        Self.format(row.summary.p99), Self.format(row.summary.maximum), Self.format(row.boundMilliseconds),
+                    ]))
             }
             lines.append("")
         }
 
         lines.append("Targets")
         lines.append(
-            "  local session operations p99 \(Self.format(local.p99)) ms (target < \(Self.format(Self.localTargetMilliseconds)) ms): \(localTargetMet ? "met" : "missed")")
+            "  local session operations p99 \(Self.format(local.p99)) ms (target < \(Self.format(Self.localTargetMilliseconds)) ms): \(localTargetMet ? "met" : "missed")"
+        )
         lines.append(
-            "  forwarded operations p99 \(Self.format(forwarded.p99)) ms (target <= \(Self.format(forwardedBoundMilliseconds)) ms): \(forwardedTargetMet ? "met" : "missed")")
+            "  forwarded operations p99 \(Self.format(forwarded.p99)) ms (target <= \(Self.format(forwardedBoundMilliseconds)) ms): \(forwardedTargetMet ? "met" : "missed")"
+        )
         lines.append(
-            "  sessions checked at their home after the replay: \(outcome.sessionsVerified) hold every turn, \(outcome.sessionsMismatched) do not")
+            "  sessions checked at their home after the replay: \(outcome.sessionsVerified) hold every turn, \(outcome.sessionsMismatched) do not"
+        )
         lines.append("  retries \(outcome.recorder.retries), errors \(errorCount)")
         for message in outcome.recorder.firstErrors {
             lines.append("  error: \(message)")
@@ -119,23 +126,25 @@ public struct ReplayReport: Sendable {
             "timeCompression": .number(configuration.timeCompression),
             "roamingShare": .number(configuration.roamingShare),
             "seed": .integer(Int64(bitPattern: configuration.seed)),
-            "operations": .array(rows.map { row in
-                var fields: [String: JSONValue] = ["operation": .string(row.key.operation), "path": .string(row.key.path)]
-                if case .object(let summary) = row.summary.json { fields.merge(summary) { $1 } }
-                return .object(fields)
-            }),
+            "operations": .array(
+                rows.map { row in
+                    var fields: [String: JSONValue] = ["operation": .string(row.key.operation), "path": .string(row.key.path)]
+                    if case .object(let summary) = row.summary.json { fields.merge(summary) { $1 } }
+                    return .object(fields)
+                }),
             "errors": .object(outcome.recorder.errors.mapValues { .integer(Int64($0)) }),
             "errorCount": .integer(Int64(errorCount)),
             "retries": .integer(Int64(outcome.recorder.retries)),
             "local": local.json,
             "forwarded": forwarded.json,
-            "forwardedByPair": .array(pairs.map { row in
-                .object([
-                    "pair": .array([.string(row.pair.first), .string(row.pair.second)]),
-                    "latency": row.summary.json,
-                    "boundMilliseconds": .number(row.boundMilliseconds),
-                ])
-            }),
+            "forwardedByPair": .array(
+                pairs.map { row in
+                    .object([
+                        "pair": .array([.string(row.pair.first), .string(row.pair.second)]),
+                        "latency": row.summary.json,
+                        "boundMilliseconds": .number(row.boundMilliseconds),
+                    ])
+                }),
             "targets": .object([
                 "localP99Milliseconds": .number(Self.localTargetMilliseconds),
                 "localMet": .bool(localTargetMet),

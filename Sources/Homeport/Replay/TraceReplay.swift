@@ -157,7 +157,9 @@ public final class TraceReplay: Sendable {
         }
     }
 
-    private func replaySession(_ session: TraceSession, startedAt: ContinuousClock.Instant, recorder: LatencyRecorder) async -> SessionCounters {
+    private func replaySession(_ session: TraceSession, startedAt: ContinuousClock.Instant, recorder: LatencyRecorder) async
+        -> SessionCounters
+    {
         var counters = SessionCounters()
         let home = entryRegion(ofSession: session.id)
         var handle: SessionHandle?
@@ -181,10 +183,14 @@ public final class TraceReplay: Sendable {
 
             // The first request creates the session, which homes it at its entry region.
             if handle == nil {
-                guard let created = await call("create_session", entry: entry, recorder: recorder, {
-                    let (handle, response) = try await self.client.createSession(at: baseURL, tenant: self.configuration.tenant)
-                    return (response, handle)
-                }) else { return counters }
+                guard
+                    let created = await call(
+                        "create_session", entry: entry, recorder: recorder,
+                        {
+                            let (handle, response) = try await self.client.createSession(at: baseURL, tenant: self.configuration.tenant)
+                            return (response, handle)
+                        })
+                else { return counters }
                 handle = created
             }
             guard let session = handle else { return counters }
@@ -194,11 +200,16 @@ public final class TraceReplay: Sendable {
             }
 
             let userTokens = max(0, request.inputTokens - tokensInSession)
-            if await call("append_user_turn", entry: entry, recorder: recorder, {
-                (try await self.client.appendTurn(
-                    at: baseURL, session, role: "user", content: self.content(tokens: userTokens), tokens: userTokens,
-                    idempotencyKey: "r\(requestIndex)-user"), ())
-            }) != nil {
+            if await call(
+                "append_user_turn", entry: entry, recorder: recorder,
+                {
+                    (
+                        try await self.client.appendTurn(
+                            at: baseURL, session, role: "user", content: self.content(tokens: userTokens), tokens: userTokens,
+                            idempotencyKey: "r\(requestIndex)-user"), ()
+                    )
+                }) != nil
+            {
                 turnsAppended += 1
             }
 
@@ -212,20 +223,27 @@ public final class TraceReplay: Sendable {
                 let callID = "call-\(requestIndex)"
                 for status in ["requested", "running", "succeeded"] {
                     _ = await call("ledger_write", entry: entry, recorder: recorder) {
-                        (try await self.client.writeLedgerEntry(
-                            at: baseURL, session, callID: callID, status: status,
-                            name: status == "requested" ? "web_search" : nil,
-                            arguments: status == "requested" ? .object(["query": .string("trace request \(requestIndex)")]) : nil,
-                            result: status == "succeeded" ? .object(["hits": .integer(Int64(requestIndex % 10))]) : nil), ())
+                        (
+                            try await self.client.writeLedgerEntry(
+                                at: baseURL, session, callID: callID, status: status,
+                                name: status == "requested" ? "web_search" : nil,
+                                arguments: status == "requested" ? .object(["query": .string("trace request \(requestIndex)")]) : nil,
+                                result: status == "succeeded" ? .object(["hits": .integer(Int64(requestIndex % 10))]) : nil), ()
+                        )
                     }
                 }
             }
 
-            if await call("append_assistant_turn", entry: entry, recorder: recorder, {
-                (try await self.client.appendTurn(
-                    at: baseURL, session, role: "assistant", content: self.content(tokens: request.outputTokens),
-                    tokens: request.outputTokens, idempotencyKey: "r\(requestIndex)-assistant"), ())
-            }) != nil {
+            if await call(
+                "append_assistant_turn", entry: entry, recorder: recorder,
+                {
+                    (
+                        try await self.client.appendTurn(
+                            at: baseURL, session, role: "assistant", content: self.content(tokens: request.outputTokens),
+                            tokens: request.outputTokens, idempotencyKey: "r\(requestIndex)-assistant"), ()
+                    )
+                }) != nil
+            {
                 turnsAppended += 1
             }
 
@@ -280,7 +298,11 @@ public final class TraceReplay: Sendable {
                                 verified += 1
                             } else {
                                 mismatched += 1
-                                recorder.recordError("verify", message: "session \(handle.id) has \(response.body["turnCount"]?.integerValue ?? -1) turns at its home, expected \(expectedTurns)")
+                                recorder.recordError(
+                                    "verify",
+                                    message:
+                                        "session \(handle.id) has \(response.body["turnCount"]?.integerValue ?? -1) turns at its home, expected \(expectedTurns)"
+                                )
                             }
                         } catch {
                             mismatched += 1

@@ -99,7 +99,8 @@ public struct TokenKeyRing: Sendable {
 
         let keyID = String(parts[1])
         guard let key = keys[keyID] else {
-            throw RoutingTokenError(.unknownKey, "the routing token was signed with key \"\(keyID.prefix(32))\", which this node does not have")
+            throw RoutingTokenError(
+                .unknownKey, "the routing token was signed with key \"\(keyID.prefix(32))\", which this node does not have")
         }
 
         guard let signature = Base64URL.decode(parts[3]) else {
@@ -113,7 +114,8 @@ public struct TokenKeyRing: Sendable {
 
         let token = try Self.decodeClaims(parts[2])
         guard nowSeconds < token.expiresAt else {
-            throw RoutingTokenError(.expired, "the routing token expired at \(token.expiresAt) (Unix seconds); create a new session or refresh the token")
+            throw RoutingTokenError(
+                .expired, "the routing token expired at \(token.expiresAt) (Unix seconds); create a new session or refresh the token")
         }
         return token
     }

@@ -62,8 +62,9 @@ public final class MemorySessionStore: SessionStore {
             let count = sessionCount.add(1, ordering: .relaxed).newValue
             guard count <= limit else {
                 sessionCount.subtract(1, ordering: .relaxed)
-                return .failure(SessionStoreError(
-                    .limitExceeded, session: id, "this region holds \(limit) sessions, the configured maximum"))
+                return .failure(
+                    SessionStoreError(
+                        .limitExceeded, session: id, "this region holds \(limit) sessions, the configured maximum"))
             }
             let record = SessionRecord(
                 id: id, tenant: tenant, home: home, epoch: epoch, createdAtMilliseconds: nowMilliseconds)

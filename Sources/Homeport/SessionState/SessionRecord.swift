@@ -70,7 +70,8 @@ struct SessionRecord: Sendable {
             guard let turn = turns.first(where: { $0.stamp.seq == first.seq }) else {
                 throw SessionStoreError(
                     .limitExceeded, session: id,
-                    "the turn first stored with idempotency key \"\(key)\" (seq \(first.seq)) was dropped by the buffer's drop-oldest limit")
+                    "the turn first stored with idempotency key \"\(key)\" (seq \(first.seq)) was dropped by the buffer's drop-oldest limit"
+                )
             }
             return TurnAppendResult(turn: turn, replayed: true)
         }
@@ -109,7 +110,8 @@ struct SessionRecord: Sendable {
             }
             throw SessionStoreError(
                 .limitExceeded, session: id,
-                "appending \(contentBytes) bytes would take session \(id) past its buffer limit of \(limits.maximumBufferBytes) bytes; the overflow policy is reject")
+                "appending \(contentBytes) bytes would take session \(id) past its buffer limit of \(limits.maximumBufferBytes) bytes; the overflow policy is reject"
+            )
         }
 
         var dropCount = 0
@@ -196,7 +198,8 @@ struct SessionRecord: Sendable {
         guard payloadBytes <= limits.maximumLedgerEntryBytes else {
             throw SessionStoreError(
                 .limitExceeded, session: id,
-                "ledger entry \"\(write.callID)\" carries \(payloadBytes) bytes of arguments and result; the maximum is \(limits.maximumLedgerEntryBytes)")
+                "ledger entry \"\(write.callID)\" carries \(payloadBytes) bytes of arguments and result; the maximum is \(limits.maximumLedgerEntryBytes)"
+            )
         }
 
         guard var entry = ledger[write.callID] else {
@@ -213,7 +216,8 @@ struct SessionRecord: Sendable {
         if entry.status.isTerminal, write.status.isTerminal, entry.status != write.status {
             throw SessionStoreError(
                 .ledgerConflict, session: id,
-                "ledger entry \"\(write.callID)\" already ended as \(entry.status.rawValue); it cannot also end as \(write.status.rawValue)")
+                "ledger entry \"\(write.callID)\" already ended as \(entry.status.rawValue); it cannot also end as \(write.status.rawValue)"
+            )
         }
 
         // An older or equal status (a late or repeated write) changes nothing.
@@ -265,7 +269,8 @@ struct SessionRecord: Sendable {
         guard kvCacheRefs.count + newBlocks.count <= limits.maximumKVCacheRefs else {
             throw SessionStoreError(
                 .limitExceeded, session: id,
-                "session \(id) holds \(kvCacheRefs.count) KV-cache refs; adding \(newBlocks.count) would pass the maximum of \(limits.maximumKVCacheRefs)")
+                "session \(id) holds \(kvCacheRefs.count) KV-cache refs; adding \(newBlocks.count) would pass the maximum of \(limits.maximumKVCacheRefs)"
+            )
         }
 
         let stamp = nextStamp()

@@ -13,7 +13,8 @@ extension SessionStoreLimits {
         self.init()
         for kind in Self.sessionKinds {
             guard let row = policy.row(for: kind) else {
-                throw ConfigurationError(field: "policy.\(kind)", detail: "the policy table has no row for \(kind); add one (see `homeport policy check`)")
+                throw ConfigurationError(
+                    field: "policy.\(kind)", detail: "the policy table has no row for \(kind); add one (see `homeport policy check`)")
             }
             guard row.consistency == .sessionLocal else {
                 // NOTE: moving a session kind behind consensus (the all-linearizable

@@ -85,7 +85,9 @@ public struct RegionTopology: Sendable, Equatable {
                 guard latency.oneWay[RegionPair(first.name, second.name)] != nil else {
                     throw ConfigurationError(
                         field: "latency.oneWayMilliseconds",
-                        detail: "no delay is given between \"\(first.name)\" and \"\(second.name)\"; add {\"between\": [\"\(first.name)\", \"\(second.name)\"], \"milliseconds\": N}")
+                        detail:
+                            "no delay is given between \"\(first.name)\" and \"\(second.name)\"; add {\"between\": [\"\(first.name)\", \"\(second.name)\"], \"milliseconds\": N}"
+                    )
                 }
             }
         }

@@ -49,11 +49,13 @@ public enum TopologyFile {
             var neighbours: [String: String] = [:]
             if let neighbourValue = reader.optionalValue("neighbours") {
                 guard case .object(let entries) = neighbourValue else {
-                    throw RequestError(.wrongType, field: "neighbours", detail: "field \"neighbours\" must be an object of region to region")
+                    throw RequestError(
+                        .wrongType, field: "neighbours", detail: "field \"neighbours\" must be an object of region to region")
                 }
                 for (region, neighbour) in entries {
                     guard let text = neighbour.stringValue else {
-                        throw RequestError(.wrongType, field: "neighbours.\(region)", detail: "field \"neighbours.\(region)\" must be a region name")
+                        throw RequestError(
+                            .wrongType, field: "neighbours.\(region)", detail: "field \"neighbours.\(region)\" must be a region name")
                     }
                     neighbours[region] = text
                 }
@@ -67,10 +69,14 @@ public enum TopologyFile {
             case .integer(let value)?: jitter = Double(value)
             case .number(let value)?: jitter = value
             case let other?:
-                throw RequestError(.wrongType, field: "latency.jitterFraction", detail: "field \"latency.jitterFraction\" must be a number, got \(other.typeName)")
+                throw RequestError(
+                    .wrongType, field: "latency.jitterFraction",
+                    detail: "field \"latency.jitterFraction\" must be a number, got \(other.typeName)")
             }
             guard (0...0.9).contains(jitter) else {
-                throw RequestError(.invalidValue, field: "latency.jitterFraction", detail: "field \"latency.jitterFraction\" must be from 0 to 0.9, got \(jitter)")
+                throw RequestError(
+                    .invalidValue, field: "latency.jitterFraction",
+                    detail: "field \"latency.jitterFraction\" must be from 0 to 0.9, got \(jitter)")
             }
             var oneWay: [RegionPair: Duration] = [:]
             for (index, value) in try latencyReader.array("oneWayMilliseconds", maximumCount: 4096).enumerated() {
@@ -78,7 +84,8 @@ public enum TopologyFile {
                 var entry = try JSONObjectReader(value, path: path)
                 let between = try entry.array("between", maximumCount: 2).compactMap(\.stringValue)
                 guard between.count == 2, between[0] != between[1] else {
-                    throw RequestError(.invalidValue, field: path + ".between", detail: "field \"\(path).between\" must name two different regions")
+                    throw RequestError(
+                        .invalidValue, field: path + ".between", detail: "field \"\(path).between\" must name two different regions")
                 }
                 let milliseconds = try entry.integer("milliseconds", in: 0...60_000)
                 try entry.finish()

@@ -175,7 +175,8 @@ public final class HTTPClient: Sendable {
                 continue
             }
             if result < 0, errno == EINTR { continue }
-            let error = result < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+            let error =
+                result < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
                 ? HTTPClientError(.timedOut, "sending the request took longer than \(timeout)")
                 : HTTPClientError(.connectionClosed, "the connection closed while sending the request")
             return .failure(ExchangeFailure(error: error, nothingReceived: true))
@@ -197,7 +198,8 @@ public final class HTTPClient: Sendable {
             target += "?" + pairs.joined(separator: "&")
         }
         var head = "\(request.method) \(target) HTTP/1.1\r\nHost: \(host):\(port)\r\n"
-        for (name, value) in request.headers where !["host", "content-length", "connection", "transfer-encoding"].contains(name.lowercased()) {
+        for (name, value) in request.headers
+        where !["host", "content-length", "connection", "transfer-encoding"].contains(name.lowercased()) {
             head += "\(name): \(value)\r\n"
         }
         if !request.body.isEmpty || ["POST", "PUT", "PATCH"].contains(request.method) {

@@ -167,7 +167,8 @@ public final class HTTPServer: Sendable {
         logger.error("request timed out", ["method": request.method, "path": request.path])
         return ProblemDetails(
             status: 504, type: "request-timeout", title: "Request timed out",
-            detail: "the request was not answered within \(timeout); it may or may not have been applied, so retry with the same idempotency key"
+            detail:
+                "the request was not answered within \(timeout); it may or may not have been applied, so retry with the same idempotency key"
         ).response()
     }
 }

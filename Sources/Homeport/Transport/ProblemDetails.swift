@@ -56,7 +56,8 @@ public struct ProblemDetails: Sendable, Equatable {
         case let error as RequestError:
             return from(error)
         case let error as RoutingTokenError:
-            return ProblemDetails(status: 401, type: error.code.rawValue, title: "Invalid routing token", detail: error.detail, field: "Homeport-Route")
+            return ProblemDetails(
+                status: 401, type: error.code.rawValue, title: "Invalid routing token", detail: error.detail, field: "Homeport-Route")
         case let error as SessionStoreError:
             return from(error)
         case let error as ForwardingError:
