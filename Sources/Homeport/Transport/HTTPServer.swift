@@ -82,8 +82,8 @@ public final class HTTPServer: Sendable {
                     MHD_OptionItem(
                         option: .SOCK_ADDR, value: 0, ptr_value: UnsafeMutableRawPointer(mutating: socketAddress)),
                     MHD_OptionItem(
-                        option: .NOTIFY_COMPLETED, value: unsafeBitCast(requestCompleted, to: Int.self),
-                        ptr_value: nil),
+                        option: .NOTIFY_COMPLETED, value: unsafeBitCast(notifyRequestCompleted, to: Int.self),
+                        ptr_value: context),
                     MHD_OptionItem(option: .CONNECTION_LIMIT, value: Int(configuration.connectionLimit), ptr_value: nil),
                     MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: Int(configuration.idleTimeoutSeconds), ptr_value: nil),
                     MHD_OptionItem(option: .END, value: 0, ptr_value: nil),
@@ -108,7 +108,7 @@ public final class HTTPServer: Sendable {
         return boundPort
     }
 
-    /// Stops accepting, waits for in-flight requests to be answered, and stops the daemon.
+    /// Stops accepting, waits until every in-flight response has been sent, and stops the daemon.
     public func shutdown() async {
         let daemon: DaemonHandle? = lifecycle.withLock { state in
             guard let daemon = state.daemon else { return nil }
@@ -139,7 +139,7 @@ public final class HTTPServer: Sendable {
         lifecycle.withLock { $0.inFlight += 1 }
     }
 
-    fileprivate func requestAnswered() {
+    fileprivate func requestCompleted() {
         let waiters = lifecycle.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.inFlight -= 1
             guard state.inFlight == 0 else { return [] }
@@ -194,6 +194,9 @@ private final class RequestContext: @unchecked Sendable {
     var body: [UInt8] = []
     var oversized = false
     var dispatched = false
+    /// True once a task took the request; the server counts it in flight
+    /// until libmicrohttpd reports the response sent (or the client gone).
+    var inFlight = false
     var headers: [String: String] = [:]
     var query: [String: String] = [:]
     let response = Mutex<HTTPResponse?>(nil)
@@ -213,10 +216,13 @@ private let collectQueryArgument: MHD_KeyValueIterator = { context, _, key, valu
     return .YES
 }
 
-private let requestCompleted: MHD_RequestCompletedCallback = { _, _, connectionContext, _ in
+private let notifyRequestCompleted: MHD_RequestCompletedCallback = { serverPointer, _, connectionContext, _ in
     guard let connectionContext, let pointer = connectionContext.pointee else { return }
-    Unmanaged<RequestContext>.fromOpaque(pointer).release()
+    let context = Unmanaged<RequestContext>.fromOpaque(pointer).takeRetainedValue()
     connectionContext.pointee = nil
+    if context.inFlight, let serverPointer {
+        Unmanaged<HTTPServer>.fromOpaque(serverPointer).takeUnretainedValue().requestCompleted()
+    }
 }
 
 /// libmicrohttpd's access handler. It is called once when the headers
@@ -277,6 +283,7 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     context.body = []
 
     MHD_suspend_connection(connection)
+    context.inFlight = true
     server.requestStarted()
     let handle = ConnectionHandle(pointer: connection)
     let retainedContext = Unmanaged.passRetained(context)
@@ -285,7 +292,6 @@ private let accessHandler: MHD_AccessHandlerCallback = {
         let context = retainedContext.takeRetainedValue()
         context.response.withLock { $0 = response }
         MHD_resume_connection(handle.pointer)
-        server.requestAnswered()
     }
     return .YES
 }

@@ -82,7 +82,6 @@ public struct ProblemDetails: Sendable, Equatable {
         case .invalidPathParameter: (status, title) = (400, "Invalid path parameter")
         case .invalidQueryParameter: (status, title) = (400, "Invalid query parameter")
         case .missingHeader: (status, title) = (400, "Missing header")
-        case .unsupportedMediaType: (status, title) = (415, "Unsupported media type")
         case .routeNotFound: (status, title) = (404, "Not found")
         case .methodNotAllowed: (status, title) = (405, "Method not allowed")
         }

@@ -11,7 +11,6 @@ public struct RequestError: Error, Sendable, Equatable, CustomStringConvertible 
         case invalidPathParameter = "invalid-path-parameter"
         case invalidQueryParameter = "invalid-query-parameter"
         case missingHeader = "missing-header"
-        case unsupportedMediaType = "unsupported-media-type"
         case routeNotFound = "route-not-found"
         case methodNotAllowed = "method-not-allowed"
     }
