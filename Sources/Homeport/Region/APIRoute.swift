@@ -187,7 +187,8 @@ extension APIRoute {
         guard allowed.contains(method) else {
             throw RequestError(
                 .methodNotAllowed, field: "method",
-                detail: "\(method) is not allowed on \(path.prefix(200)); use \(allowed.joined(separator: " or "))")
+                detail: "\(method) is not allowed on \(path.prefix(200)); use \(allowed.joined(separator: " or "))",
+                allowedMethods: allowed)
         }
     }
 

@@ -165,11 +165,11 @@ public final class RegionNode: Sendable {
                 .missing, "the \(Self.routeHeader) header is missing; send the token returned when the session was created")
         }
         let token = try keyRing.verify(text, nowSeconds: clock.nowMilliseconds() / 1000)
-        guard token.session == session else {
-            throw RoutingTokenError(.sessionMismatch, "the routing token is for another session than \(session)")
-        }
         guard token.tenant == tenant else {
             throw RoutingTokenError(.tenantMismatch, "the routing token is for another tenant than \(tenant)")
+        }
+        guard token.session == session else {
+            throw RoutingTokenError(.sessionMismatch, "the routing token is for another session than \(session)")
         }
         return token
     }
@@ -181,12 +181,13 @@ public final class RegionNode: Sendable {
                 "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology"
             )
         }
-        metrics.increment(
-            "homeport_forwarded_total", help: "Session requests forwarded to their home region.",
-            labels: ["region": region, "home": home])
-        return try await peers.send(
+        let response = try await peers.send(
             request, from: region, to: home,
             extraHeaders: [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)])
+        metrics.increment(
+            "homeport_forwarded_total", help: "Session requests forwarded to their home region and answered there.",
+            labels: ["region": region, "home": home])
+        return response
     }
 
     private func problemResponse(for error: any Error, request: HTTPRequest, requestID: String) -> HTTPResponse {

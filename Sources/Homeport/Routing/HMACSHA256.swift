@@ -74,7 +74,11 @@ public enum Base64URL {
         default: return nil
         }
         guard let data = Data(base64Encoded: standard) else { return nil }
-        return Array(data)
+        // Unused low bits of the last character must be zero, so that each
+        // byte string has exactly one text (a changed token never verifies).
+        let bytes = Array(data)
+        guard encode(bytes) == text else { return nil }
+        return bytes
     }
 
     private static func isAlphabet(_ byte: UInt8) -> Bool {

@@ -104,7 +104,7 @@ public struct TokenKeyRing: Sendable {
         }
 
         guard let signature = Base64URL.decode(parts[3]) else {
-            throw RoutingTokenError(.malformed, "the routing token's signature is not base64url")
+            throw RoutingTokenError(.badSignature, "the routing token's signature is not canonical base64url")
         }
         let signedPart = text.utf8.prefix(text.utf8.count - parts[3].utf8.count - 1)
         let expected = HMACSHA256.authenticate(Array(signedPart), key: key)

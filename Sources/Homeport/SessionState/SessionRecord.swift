@@ -9,6 +9,7 @@ struct SessionRecord: Sendable {
         var role: TurnRole
         var tokens: Int
         var contentBytes: Int
+        /// Fingerprint of the content and the metadata.
         var contentHash: UInt64
     }
 
@@ -56,7 +57,7 @@ struct SessionRecord: Sendable {
         let contentBytes = draft.content.utf8.count
         let fingerprint = IdempotencyRecord(
             seq: 0, role: draft.role, tokens: draft.tokens, contentBytes: contentBytes,
-            contentHash: Self.contentHash(draft.content))
+            contentHash: Self.contentHash(draft.content) ^ Self.metadataHash(draft.metadata))
 
         // A retry returns the turn that the key first stored.
         if let key = draft.idempotencyKey, let first = idempotencyKeys[key] {
@@ -162,6 +163,15 @@ struct SessionRecord: Sendable {
         }
     }
 
+    /// Computes an order-independent fingerprint of turn metadata.
+    static func metadataHash(_ metadata: [String: String]) -> UInt64 {
+        var hash: UInt64 = 0
+        for (key, value) in metadata {
+            hash = hash &+ mix(contentHash(key) ^ (contentHash(value) &* 0x9E37_79B9_7F4A_7C15))
+        }
+        return hash
+    }
+
     /// Applies the SplitMix64 finaliser, so every input bit affects every output bit.
     private static func mix(_ value: UInt64) -> UInt64 {
         var z = value &+ 0x9E37_79B9_7F4A_7C15
@@ -265,6 +275,7 @@ struct SessionRecord: Sendable {
         nowMilliseconds: Int64
     ) throws(SessionStoreError) -> [KVCacheRef] {
         purgeExpiredKVCacheRefs(nowMilliseconds: nowMilliseconds)
+        guard !refs.isEmpty else { return [] }
         let newBlocks = Set(refs.map(\.block)).filter { kvCacheRefs[$0] == nil }
         guard kvCacheRefs.count + newBlocks.count <= limits.maximumKVCacheRefs else {
             throw SessionStoreError(

@@ -182,7 +182,7 @@ public final class HTTPClient: Sendable {
             return .failure(ExchangeFailure(error: error, nothingReceived: true))
         }
 
-        var reader = ResponseReader(descriptor: descriptor, timeout: timeout)
+        var reader = ResponseReader(descriptor: descriptor, timeout: timeout, bodyless: encoded.starts(with: Array("HEAD ".utf8)))
         do {
             let response = try reader.readResponse()
             return .success(response)
@@ -230,9 +230,13 @@ private struct ResponseReader {
     private var scratch = [UInt8](repeating: 0, count: 128 << 10)
     private(set) var receivedCount = 0
 
-    init(descriptor: Int32, timeout: Duration) {
+    /// True for the response to a HEAD request, which has headers only.
+    let bodyless: Bool
+
+    init(descriptor: Int32, timeout: Duration, bodyless: Bool) {
         self.descriptor = descriptor
         self.timeout = timeout
+        self.bodyless = bodyless
         buffer.reserveCapacity(16 << 10)
     }
 
@@ -263,7 +267,7 @@ private struct ResponseReader {
         }
 
         let body: [UInt8]
-        if status == 204 || status == 304 || (100..<200).contains(status) {
+        if bodyless || status == 204 || status == 304 || (100..<200).contains(status) {
             body = []
         } else if header("Transfer-Encoding")?.lowercased().contains("chunked") == true {
             body = try readChunkedBody()

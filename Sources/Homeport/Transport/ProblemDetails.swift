@@ -11,6 +11,8 @@ public struct ProblemDetails: Sendable, Equatable {
     public var field: String?
     public var region: String?
     public var requestID: String?
+    /// Methods the path accepts, sent as the `Allow` header of a 405.
+    public var allowedMethods: [String] = []
 
     public init(
         status: Int, type: String, title: String, detail: String, field: String? = nil, region: String? = nil,
@@ -44,6 +46,9 @@ public struct ProblemDetails: Sendable, Equatable {
         var allHeaders: [(name: String, value: String)] = [("Content-Type", "application/problem+json")]
         if status == 401 {
             allHeaders.append(("WWW-Authenticate", "Homeport-Route"))
+        }
+        if !allowedMethods.isEmpty {
+            allHeaders.append(("Allow", allowedMethods.joined(separator: ", ")))
         }
         return HTTPResponse(status: status, headers: allHeaders + headers, body: json.serializedBytes())
     }
@@ -81,11 +86,12 @@ public struct ProblemDetails: Sendable, Equatable {
         case .bodyTooLarge: (status, title) = (413, "Request body too large")
         case .invalidPathParameter: (status, title) = (400, "Invalid path parameter")
         case .invalidQueryParameter: (status, title) = (400, "Invalid query parameter")
-        case .missingHeader: (status, title) = (400, "Missing header")
         case .routeNotFound: (status, title) = (404, "Not found")
         case .methodNotAllowed: (status, title) = (405, "Method not allowed")
         }
-        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
+        var problem = ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
+        problem.allowedMethods = error.allowedMethods
+        return problem
     }
 
     private static func from(_ error: SessionStoreError) -> ProblemDetails {

@@ -10,7 +10,6 @@ public struct RequestError: Error, Sendable, Equatable, CustomStringConvertible 
         case bodyTooLarge = "body-too-large"
         case invalidPathParameter = "invalid-path-parameter"
         case invalidQueryParameter = "invalid-query-parameter"
-        case missingHeader = "missing-header"
         case routeNotFound = "route-not-found"
         case methodNotAllowed = "method-not-allowed"
     }
@@ -20,11 +19,14 @@ public struct RequestError: Error, Sendable, Equatable, CustomStringConvertible 
     public let field: String?
     /// What failed, on which value, and what to send instead.
     public let detail: String
+    /// For `methodNotAllowed`, the methods the path accepts (the `Allow` header).
+    public let allowedMethods: [String]
 
-    public init(_ code: Code, field: String? = nil, detail: String) {
+    public init(_ code: Code, field: String? = nil, detail: String, allowedMethods: [String] = []) {
         self.code = code
         self.field = field
         self.detail = detail
+        self.allowedMethods = allowedMethods
     }
 
     public var description: String { "\(code.rawValue): \(detail)" }
