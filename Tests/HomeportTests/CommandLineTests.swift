@@ -3,7 +3,8 @@ import Testing
 
 /// Runs the built `homeport` executable as a user would and checks its output and exit status.
 @Suite struct CommandLineTests {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static func executable() throws -> URL {
         let bundle = Bundle.main.bundleURL
@@ -52,7 +53,8 @@ import Testing
     }
 
     @Test func policyCheckFailsOnRuleError() throws {
-        let path = try Self.temporaryFile("""
+        let path = try Self.temporaryFile(
+            """
             {"version": 1, "kinds": [{"kind": "usage_quota", "readers": "cross-session", "staleReadCost": "incorrect", "consistency": "eventually-global"}]}
             """)
         defer { try? FileManager.default.removeItem(atPath: path) }

@@ -5,14 +5,18 @@ import Testing
 @Suite struct JSONValueTests {
     @Test func parsesEveryType() throws {
         let value = try JSONValue.parse(#"{"a": [1, -2.5, true, false, null, "x\n\u00e9\ud83d\ude00"], "b": {}}"#)
-        #expect(value == .object([
-            "a": .array([.integer(1), .number(-2.5), .bool(true), .bool(false), .null, .string("x\né😀")]),
-            "b": .object([:]),
-        ]))
+        #expect(
+            value
+                == .object([
+                    "a": .array([.integer(1), .number(-2.5), .bool(true), .bool(false), .null, .string("x\né😀")]),
+                    "b": .object([:]),
+                ]))
     }
 
     @Test func serializationRoundTrips() throws {
-        let value: JSONValue = .object(["z": .string("quote \" backslash \\ tab \t ctl \u{01}"), "a": .array([.integer(Int64.min), .number(0.25)])])
+        let value: JSONValue = .object([
+            "z": .string("quote \" backslash \\ tab \t ctl \u{01}"), "a": .array([.integer(Int64.min), .number(0.25)]),
+        ])
         #expect(try JSONValue.parse(value.serializedBytes()) == value)
         #expect(value.serializedString().hasPrefix(#"{"a":"#))
     }

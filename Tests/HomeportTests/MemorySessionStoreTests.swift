@@ -138,7 +138,8 @@ import Testing
 
     @Test func ledgerStatusMovesForward() throws {
         let store = try Self.makeStore()
-        let requested = try store.writeLedgerEntry(Self.id, LedgerWrite(callID: "c1", name: "search", status: .requested), nowMilliseconds: 1)
+        let requested = try store.writeLedgerEntry(
+            Self.id, LedgerWrite(callID: "c1", name: "search", status: .requested), nowMilliseconds: 1)
         let running = try store.writeLedgerEntry(Self.id, LedgerWrite(callID: "c1", status: .running), nowMilliseconds: 2)
         let succeeded = try store.writeLedgerEntry(
             Self.id, LedgerWrite(callID: "c1", status: .succeeded, result: .string("ok")), nowMilliseconds: 3)
@@ -198,7 +199,8 @@ import Testing
 
     @Test func kvCacheRefsExpire() throws {
         let store = try Self.makeStore()
-        _ = try store.putKVCacheRefs(Self.id, [(block: 7, location: "gpu-1"), (block: 3, location: "gpu-2")], ttlMilliseconds: 100, nowMilliseconds: 1000)
+        _ = try store.putKVCacheRefs(
+            Self.id, [(block: 7, location: "gpu-1"), (block: 3, location: "gpu-2")], ttlMilliseconds: 100, nowMilliseconds: 1000)
 
         #expect(try store.kvCacheRefs(Self.id, nowMilliseconds: 1099).map(\.block) == [3, 7])
         #expect(try store.kvCacheRef(Self.id, block: 7, nowMilliseconds: 1099).location == "gpu-1")

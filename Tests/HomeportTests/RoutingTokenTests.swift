@@ -119,7 +119,8 @@ import Testing
     @Test func keysFileLoads() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("keys-\(UUID().uuidString).json").path
         let key = Base64URL.encode([UInt8](repeating: 7, count: 32))
-        try Data("{\"signingKeyID\": \"k2\", \"keys\": {\"k1\": \"\(key)\", \"k2\": \"\(key)\"}}".utf8).write(to: URL(fileURLWithPath: path))
+        try Data("{\"signingKeyID\": \"k2\", \"keys\": {\"k1\": \"\(key)\", \"k2\": \"\(key)\"}}".utf8).write(
+            to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
 
         let ring = try TokenKeyRing.load(path: path)

@@ -9,7 +9,8 @@ import Testing
         let topology = try RegionTopology(
             regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
             latency: latency)
-        let cluster = EmbeddedCluster(topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding))
+        let cluster = EmbeddedCluster(
+            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding))
         try cluster.start()
         do {
             let result = try await body(cluster, topology)
@@ -54,12 +55,15 @@ import Testing
         let samples = outcome.recorder.samples
         let forwarded = samples.filter { $0.key.path == "forwarded" }.values.map(\.count).reduce(0, +)
         #expect(forwarded > 0)
-        #expect(samples[OperationKey(operation: "append_user_turn", path: "local"), default: []].count
-            + samples[OperationKey(operation: "append_user_turn", path: "forwarded"), default: []].count == 300)
+        #expect(
+            samples[OperationKey(operation: "append_user_turn", path: "local"), default: []].count
+                + samples[OperationKey(operation: "append_user_turn", path: "forwarded"), default: []].count == 300)
         // Every forwarded call pays at least one round trip of the smallest delay, 2 × 1.8 ms.
         #expect(samples.filter { $0.key.path == "forwarded" }.values.joined().allSatisfy { $0 >= 3.6 })
 
-        let report = ReplayReport(source: "synthetic", outcome: outcome, configuration: configuration, latency: latency, regions: ["us-east", "us-west", "eu-west"])
+        let report = ReplayReport(
+            source: "synthetic", outcome: outcome, configuration: configuration, latency: latency,
+            regions: ["us-east", "us-west", "eu-west"])
         #expect(report.errorCount == 0)
         #expect(report.forwardedBoundMilliseconds == 3 * 2 * 1.1 + 5)
         #expect(report.renderText().contains("8057") == false)

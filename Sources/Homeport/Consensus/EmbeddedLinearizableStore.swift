@@ -159,7 +159,9 @@ public final class EmbeddedLinearizableStore: LinearizableStore {
         let (outcome, expired) = state.withLock { state -> (Result<Value, LinearizableStoreError>, [ExpiredLease]) in
             guard state.isAvailable else {
                 let error = LinearizableStoreError(
-                    .unavailable, "the embedded linearizable store is unavailable because setAvailable(false) is in force")
+                    .unavailable,
+                    "the embedded linearizable store is unavailable because setAvailable(false) is in force. Call setAvailable(true) to end the simulated partition."
+                )
                 return (.failure(error), [])
             }
 
@@ -185,8 +187,8 @@ public final class EmbeddedLinearizableStore: LinearizableStore {
         }
     }
 
-    /// The TTL in whole milliseconds, rounded up so that a lease never lives
-    /// shorter than requested.
+    /// Converts the TTL to whole milliseconds, rounding up so that a lease
+    /// never lives shorter than requested.
     private static func roundedUpMilliseconds(_ ttl: Duration) -> Int64 {
         let (seconds, attoseconds) = ttl.components
         let attosecondsPerMillisecond: Int64 = 1_000_000_000_000_000
@@ -199,7 +201,8 @@ public final class EmbeddedLinearizableStore: LinearizableStore {
 private struct LeaseRecord {
     let id: LeaseID
     let ttlMilliseconds: Int64
-    /// The store time at which the lease expires; it is live while the store's time is earlier.
+    /// The store time at which the lease expires. The lease is live while the
+    /// store's time is earlier.
     var expiresAtMilliseconds: Int64
     /// The UTF-8 bytes of every key attached to the lease.
     var keys: Set<[UInt8]> = []
@@ -250,7 +253,7 @@ private struct State {
     func requireLease(_ id: LeaseID) throws(LinearizableStoreError) -> LeaseRecord {
         guard let lease = leases[id] else {
             throw LinearizableStoreError(
-                .leaseNotFound, "lease \(id) not found: it expired, was revoked or was never granted; grant a new lease")
+                .leaseNotFound, "lease \(id) not found because it expired, was revoked or was never granted. Grant a new lease.")
         }
         return lease
     }
@@ -382,7 +385,8 @@ private struct State {
         return removed
     }
 
-    /// The index of the first key in `sortedKeys` that is not before `key`.
+    /// Returns the index of the first key in `sortedKeys` that is not before
+    /// `key`, found by binary search.
     private func insertionIndex(of key: [UInt8]) -> Int {
         var low = 0
         var high = sortedKeys.count

@@ -105,7 +105,9 @@ extension LinearizableStore {
     ) async throws(LinearizableStoreError) -> CompareAndSwapResult {
         guard expectedModRevision >= 0 else {
             throw LinearizableStoreError(
-                .invalidArgument, "expected modRevision \(expectedModRevision) for key \(quotedKey(key)) is negative; use 0 for an absent key")
+                .invalidArgument,
+                "invalid expected modRevision \(expectedModRevision) for key \(quotedKey(key)): it must not be negative, and 0 means absent"
+            )
         }
 
         // An absent key has modRevision 0, so one compare covers both cases.
@@ -181,7 +183,8 @@ public struct Lease: Sendable, Equatable {
 public struct LeaseStatus: Sendable, Equatable {
     public var id: LeaseID
     public var grantedTTL: Duration
-    /// The time until the lease expires unless kept alive; always positive.
+    /// The time until the lease expires unless kept alive. Always positive,
+    /// because an expired lease is not found.
     public var remainingTTL: Duration
     /// The attached keys, ordered by key bytes.
     public var keys: [String]
@@ -259,7 +262,7 @@ public enum TransactionOperationResult: Sendable, Equatable {
 
 /// The outcome of a transaction.
 public struct TransactionResult: Sendable, Equatable {
-    /// True when every compare held, so the success branch ran; false when the failure branch ran.
+    /// True when every compare held and the success branch ran. False when the failure branch ran.
     public var succeeded: Bool
     /// The store's revision after the transaction: the transaction's own
     /// revision when its branch changed a key, otherwise the unchanged current revision.
@@ -292,7 +295,8 @@ public struct CompareAndSwapResult: Sendable, Equatable {
     }
 }
 
-/// Why a linearizable store rejected an operation.
+/// The error every `LinearizableStore` method throws: a code, a message
+/// naming the key, lease or value, and an optional cause.
 public struct LinearizableStoreError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         /// The lease does not exist: it expired, was revoked or was never granted.
@@ -309,7 +313,7 @@ public struct LinearizableStoreError: Error, Sendable, CustomStringConvertible {
     }
 
     public let code: Code
-    /// What failed, naming the key, lease or value, and what to do next.
+    /// A sentence naming the failed key, lease or value and the next step.
     public let message: String
     /// The error underneath, such as a connection failure behind `unavailable`.
     public let cause: (any Error)?
@@ -329,7 +333,7 @@ public struct LinearizableStoreError: Error, Sendable, CustomStringConvertible {
 /// The size and TTL limits every `LinearizableStore` enforces.
 public enum LinearizableStoreLimits {
     /// 1,536 bytes of UTF-8. This is Homeport's own limit: etcd (3.4 docs,
-    /// "System limits") has no separate key limit, only the 1.5 MiB request limit.
+    /// "System limits") documents no separate key limit, only the 1.5 MiB request limit.
     public static let maximumKeyBytes = 1536
 
     /// 1.5 MiB (1,572,864 bytes), etcd's default request limit (`--max-request-bytes`).
@@ -345,7 +349,7 @@ public enum LinearizableStoreLimits {
     /// Throws `invalidArgument` for an empty key and `keyTooLarge` for a key over the limit.
     static func validateKey(_ key: String) throws(LinearizableStoreError) {
         guard !key.isEmpty else {
-            throw LinearizableStoreError(.invalidArgument, "the key is empty; every key needs at least one byte")
+            throw LinearizableStoreError(.invalidArgument, "invalid key: the key is empty, but every key needs at least one byte")
         }
         try validatePrefix(key)
     }
@@ -372,7 +376,7 @@ public enum LinearizableStoreLimits {
     static func validateTTL(_ ttl: Duration) throws(LinearizableStoreError) {
         guard ttl > .zero, ttl <= maximumLeaseTTL else {
             throw LinearizableStoreError(
-                .invalidArgument, "lease TTL \(ttl) is out of range; it must be positive and at most \(maximumLeaseTTL)")
+                .invalidArgument, "invalid lease TTL \(ttl): it must be positive and at most \(maximumLeaseTTL)")
         }
     }
 
@@ -404,7 +408,8 @@ public enum LinearizableStoreLimits {
                     guard writtenKeys.insert(Array(key.utf8)).inserted else {
                         throw LinearizableStoreError(
                             .invalidArgument,
-                            "the \(name) branch writes key \(quotedKey(key)) more than once; merge the writes into one operation")
+                            "invalid transaction: the \(name) branch writes key \(quotedKey(key)) more than once, so merge the writes into one operation"
+                        )
                     }
                 case .get:
                     break
@@ -414,7 +419,7 @@ public enum LinearizableStoreLimits {
     }
 }
 
-/// The key in quotes for an error message, cut to 64 characters so a
+/// Quotes the key for an error message, cut to 64 characters so that a
 /// too-large key does not flood the message.
 func quotedKey(_ key: String) -> String {
     let limit = 64

@@ -65,7 +65,7 @@ public enum Base64URL {
 
     /// Decodes strict base64url; returns nil for any other alphabet or padding.
     public static func decode(_ text: Substring) -> [UInt8]? {
-        guard text.utf8.allSatisfy({ isAlphabet($0) }) else { return nil }
+        guard isAlphabet(text) else { return nil }
         var standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         switch standard.utf8.count % 4 {
         case 0: break
@@ -79,6 +79,11 @@ public enum Base64URL {
         let bytes = Array(data)
         guard encode(bytes) == text else { return nil }
         return bytes
+    }
+
+    /// Returns true when every character of `text` is in the base64url alphabet.
+    public static func isAlphabet(_ text: Substring) -> Bool {
+        text.utf8.allSatisfy { isAlphabet($0) }
     }
 
     private static func isAlphabet(_ byte: UInt8) -> Bool {

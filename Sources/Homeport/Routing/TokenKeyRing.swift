@@ -103,6 +103,11 @@ public struct TokenKeyRing: Sendable {
                 .unknownKey, "the routing token was signed with key \"\(keyID.prefix(32))\", which this node does not have")
         }
 
+        guard Base64URL.isAlphabet(parts[3]) else {
+            throw RoutingTokenError(.malformed, "the routing token's signature is not base64url")
+        }
+        // Base64url text that is cut short or has stray low bits decodes to no
+        // valid signature, so it is a bad signature rather than a malformed token.
         guard let signature = Base64URL.decode(parts[3]) else {
             throw RoutingTokenError(.badSignature, "the routing token's signature is not canonical base64url")
         }
