@@ -29,6 +29,9 @@ enum DemoCommand {
           --topology FILE       regions and latency matrix (JSON); default: us-east,
                                 us-west, eu-west with 44/40/68 ms one-way and 10% jitter
           --latency-scale X     multiply every delay of the matrix by X (0 removes them)
+          --batch-entries N     replication batch size: at most N entries (default 256)
+          --batch-delay-ms T    replication batch age: a batch leaves once its oldest entry
+                                is T ms old (default 50)
           --policy FILE         policy table (JSON); default: the built-in table
           --report PATH         where to write the JSON report (default demo-report.json)
           --log-level LEVEL     debug, info, warning or error (default warning)
@@ -40,7 +43,7 @@ enum DemoCommand {
                 arguments,
                 valued: [
                     "trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report",
-                    "log-level",
+                    "log-level", "batch-entries", "batch-delay-ms",
                 ],
                 switches: ["help"])
             if options.has("help") {
@@ -103,7 +106,13 @@ enum DemoCommand {
         )
         print("")
 
-        let cluster = EmbeddedCluster(topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger)
+        var replication = ReplicationOutbox.Configuration()
+        replication.maximumBatchEntries = try options.integer("batch-entries", in: 1...100_000) ?? replication.maximumBatchEntries
+        if let delay = try options.integer("batch-delay-ms", in: 1...60_000) {
+            replication.maximumBatchDelayMilliseconds = Int64(delay)
+        }
+        let cluster = try EmbeddedCluster(
+            topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger, replication: replication)
         try cluster.start()
         var baseURLs: [String: String] = [:]
         for region in topology.regionNames {
@@ -113,15 +122,22 @@ enum DemoCommand {
         let replay = TraceReplay(
             trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration)
         let outcome = await replay.run()
+        let replicationReport = ReplicationReport(cluster: cluster, configuration: replication)
         await cluster.shutdown()
 
         let report = ReplayReport(
             source: source, outcome: outcome, configuration: configuration, latency: topology.latency, regions: topology.regionNames)
         print(report.renderText())
+        print(replicationReport.renderText())
 
         let reportPath = options.string("report") ?? "demo-report.json"
         do {
-            try Data(report.json().serializedBytes()).write(to: URL(fileURLWithPath: reportPath))
+            var json = report.json()
+            if case .object(var fields) = json {
+                fields["replication"] = replicationReport.json()
+                json = .object(fields)
+            }
+            try Data(json.serializedBytes()).write(to: URL(fileURLWithPath: reportPath))
             print("JSON report written to \(reportPath)")
         } catch {
             printError("homeport demo: cannot write the report to \(reportPath): \(error.localizedDescription)")

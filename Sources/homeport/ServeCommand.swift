@@ -80,15 +80,27 @@ enum ServeCommand {
             var configuration = RegionNodeConfiguration(region: region)
             configuration.http.host = endpoint.host
             configuration.http.port = endpoint.port
+            let store = MemorySessionStore(limits: limits)
+            let shipper = try topology.neighbour(of: region).map { neighbour throws in
+                try ReplicationShipper(
+                    region: region, neighbour: neighbour, configuration: ReplicationOutbox.Configuration(), peers: peers,
+                    store: store, keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
+            }
             let node = RegionNode(
-                configuration: configuration, store: MemorySessionStore(limits: limits), limits: limits,
-                keyRing: keyRing, peers: peers, metrics: metrics, clock: clock, logger: logger)
+                configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
+                clock: clock, logger: logger, replication: shipper)
             peers.setPort(try node.start(), of: region)
             nodes.append(node)
+        }
+        for node in nodes {
+            node.replication?.start()
         }
 
         let signal = await ShutdownSignal.wait()
         logger.info("shutting down", ["signal": signal])
+        for node in nodes {
+            await node.replication?.stop()
+        }
         for node in nodes {
             await node.shutdown()
         }

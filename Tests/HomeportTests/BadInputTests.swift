@@ -87,7 +87,7 @@ private func withOneRegion(_ body: (OneRegion) async throws -> Void) async throw
     var limits = SessionStoreLimits()
     limits.maximumTurnBytes = OneRegion.maximumTurnBytes
     let clock = ManualClock()
-    let cluster = EmbeddedCluster(
+    let cluster = try EmbeddedCluster(
         topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), clock: clock,
         logger: Logger(label: "bad-input-tests", sink: .discarding), http: http)
     try cluster.start()

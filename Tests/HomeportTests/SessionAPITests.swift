@@ -61,7 +61,7 @@ private func withTwoRegions(clock: any WallClock = SystemClock(), _ body: (TwoRe
     var http = HTTPServerConfiguration()
     http.host = "127.0.0.1"
     http.port = 0
-    let cluster = EmbeddedCluster(
+    let cluster = try EmbeddedCluster(
         topology: topology, keyRing: try TokenKeyRing.generated(), clock: clock,
         logger: Logger(label: "session-api-tests", sink: .discarding), http: http)
     try cluster.start()

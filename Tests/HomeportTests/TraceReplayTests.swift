@@ -9,7 +9,7 @@ import Testing
         let topology = try RegionTopology(
             regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
             latency: latency)
-        let cluster = EmbeddedCluster(
+        let cluster = try EmbeddedCluster(
             topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding))
         try cluster.start()
         do {
@@ -104,5 +104,62 @@ import Testing
         #expect(summary.p99 == 99)
         #expect(summary.maximum == 100)
         #expect(LatencySummary([]).p99 == 0)
+    }
+}
+
+@Suite struct ReplicationWiringTests {
+    @Test func standbyMatchesHomeAfterReplay() async throws {
+        let trace = SyntheticWorkload.generate(seed: 11, requestCount: 200, durationMilliseconds: 30_000)
+        let sessions = SessionRebuilder.rebuild(trace)
+        var configuration = ReplayConfiguration()
+        configuration.timeCompression = 600
+        configuration.toolCallShare = 0.5
+
+        let topology = try RegionTopology(
+            regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
+            latency: LatencyMatrix(
+                oneWay: [
+                    RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
+                    RegionPair("us-west", "eu-west"): .milliseconds(1),
+                ], jitterFraction: 0))
+        var replication = ReplicationOutbox.Configuration()
+        replication.maximumBatchDelayMilliseconds = 5
+        let cluster = try EmbeddedCluster(
+            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
+            replication: replication)
+        try cluster.start()
+        let baseURLs = Dictionary(uniqueKeysWithValues: topology.regionNames.map { ($0, cluster.baseURL(of: $0)!) })
+        let outcome = await TraceReplay(
+            trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration
+        ).run()
+
+        for node in cluster.nodes {
+            await node.replication!.drained()
+        }
+        let statistics = cluster.nodes.map { $0.replication!.statistics() }
+        await cluster.shutdown()
+
+        #expect(outcome.recorder.errors.isEmpty)
+        #expect(statistics.allSatisfy { $0.pendingEntries == 0 })
+        #expect(statistics.allSatisfy { $0.batchesFailed == 0 })
+
+        var compared = 0
+        for node in cluster.nodes {
+            let neighbour = cluster.node(topology.neighbour(of: node.region)!)!
+            for sessionID in try await allSessions(of: node) {
+                let home = try await node.store.replicatedState(sessionID)
+                let standby = try #require(neighbour.standbySession(sessionID, home: node.region))
+                #expect(standby.turns == home.turns)
+                #expect(standby.ledger.values.sorted { $0.callID < $1.callID } == home.ledger)
+                #expect(standby.values.values.sorted { $0.name < $1.name } == home.values)
+                #expect(neighbour.standbyPosition(of: sessionID, home: node.region)?.appliedStamp == home.info.lastStamp)
+                compared += 1
+            }
+        }
+        #expect(compared == sessions.sessions.count)
+    }
+
+    private func allSessions(of node: RegionNode) async throws -> [SessionID] {
+        try #require(node.store as? MemorySessionStore).sessionIDs()
     }
 }

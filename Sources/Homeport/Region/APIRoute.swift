@@ -22,6 +22,8 @@ enum APIRoute: Equatable {
     case metrics
     case createSession(TenantID)
     case session(TenantID, SessionID, SessionOperation)
+    /// `POST /internal/v1/replication`: a batch from a region this node is neighbour to.
+    case replicationBatch
 }
 
 /// An operation on one session, all of which are served by the session's home.
@@ -113,6 +115,9 @@ extension APIRoute {
             return .metrics
         case "v1":
             break
+        case "internal" where segments == ["internal", "v1", "replication"]:
+            try require(method, ["POST"], path)
+            return .replicationBatch
         default:
             throw notFound(path)
         }

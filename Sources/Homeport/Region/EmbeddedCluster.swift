@@ -1,6 +1,7 @@
 /// Several regions' nodes in one process, each with its own loopback
-/// listener and memory store, sharing one token key ring. The forwarding
-/// between them pays the topology's latency matrix.
+/// listener and memory store, sharing one token key ring. Each region ships
+/// its session mutations to its neighbour (unless `replication` is nil), and
+/// every call between regions pays the topology's latency matrix.
 ///
 /// This is the embedded default that `homeport demo` and the tests run.
 public final class EmbeddedCluster: Sendable {
@@ -11,28 +12,41 @@ public final class EmbeddedCluster: Sendable {
     public let keyRing: TokenKeyRing
 
     /// Builds one node per region of `topology` (ports 0 bind ephemeral ports).
+    ///
+    /// - Throws: `ConfigurationError` when the replication settings are invalid.
     public init(
         topology: RegionTopology,
         limits: SessionStoreLimits = SessionStoreLimits(),
         keyRing: TokenKeyRing,
         clock: any WallClock = SystemClock(),
         logger: Logger,
-        http: HTTPServerConfiguration = HTTPServerConfiguration()
-    ) {
+        http: HTTPServerConfiguration = HTTPServerConfiguration(),
+        replication: ReplicationOutbox.Configuration? = ReplicationOutbox.Configuration()
+    ) throws(ConfigurationError) {
         self.topology = topology
         self.keyRing = keyRing
         let metrics = MetricsRegistry()
         let peers = InterRegionClient(topology: topology, clock: clock)
         self.metrics = metrics
         self.peers = peers
-        self.nodes = topology.regions.map { endpoint in
+        var nodes: [RegionNode] = []
+        for endpoint in topology.regions {
             var configuration = RegionNodeConfiguration(region: endpoint.name, http: http)
             configuration.http.host = endpoint.host
             configuration.http.port = endpoint.port
-            return RegionNode(
-                configuration: configuration, store: MemorySessionStore(limits: limits), limits: limits,
-                keyRing: keyRing, peers: peers, metrics: metrics, clock: clock, logger: logger)
+            let store = MemorySessionStore(limits: limits)
+            var shipper: ReplicationShipper?
+            if let replication, let neighbour = topology.neighbour(of: endpoint.name) {
+                shipper = try ReplicationShipper(
+                    region: endpoint.name, neighbour: neighbour, configuration: replication, peers: peers, store: store,
+                    keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
+            }
+            nodes.append(
+                RegionNode(
+                    configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
+                    clock: clock, logger: logger, replication: shipper))
         }
+        self.nodes = nodes
     }
 
     /// Starts every node and records the ports they bound.
@@ -40,6 +54,9 @@ public final class EmbeddedCluster: Sendable {
         for node in nodes {
             let port = try node.start()
             peers.setPort(port, of: node.region)
+        }
+        for node in nodes {
+            node.replication?.start()
         }
     }
 
@@ -53,6 +70,9 @@ public final class EmbeddedCluster: Sendable {
     }
 
     public func shutdown() async {
+        for node in nodes {
+            await node.replication?.stop()
+        }
         for node in nodes {
             await node.shutdown()
         }

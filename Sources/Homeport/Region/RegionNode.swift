@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Settings of one region's node.
 public struct RegionNodeConfiguration: Sendable {
@@ -38,6 +39,11 @@ public final class RegionNode: Sendable {
     private let logger: Logger
     private let sessions: SessionRequestHandler
     private let server: HTTPServer
+    /// Ships this region's mutations to its neighbour; nil without a neighbour.
+    public let replication: ReplicationShipper?
+    /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
+    private let standbys: Mutex<[String: StandbyReplica]>
+    private let standbyConfiguration: StandbyReplica.Configuration
 
     public init(
         configuration: RegionNodeConfiguration,
@@ -47,9 +53,13 @@ public final class RegionNode: Sendable {
         peers: InterRegionClient,
         metrics: MetricsRegistry,
         clock: any WallClock,
-        logger: Logger
+        logger: Logger,
+        replication: ReplicationShipper? = nil
     ) {
         self.region = configuration.region
+        self.replication = replication
+        self.standbys = Mutex([:])
+        self.standbyConfiguration = StandbyReplica.Configuration(limits: limits)
         self.configuration = configuration
         self.store = store
         self.keyRing = keyRing
@@ -57,7 +67,7 @@ public final class RegionNode: Sendable {
         self.metrics = metrics
         self.clock = clock
         self.logger = logger.with(["region": configuration.region])
-        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock)
+        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock, replication: replication)
 
         let handler = NodeHandlerBox()
         self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
@@ -104,6 +114,9 @@ public final class RegionNode: Sendable {
                     status: 200, headers: [("Content-Type", "text/plain; version=0.0.4")],
                     body: Array(metrics.renderPrometheus().utf8))
                 labels = ("api", "metrics", "local")
+            case .replicationBatch:
+                labels = ("replication", "apply", "local")
+                response = try applyReplicationBatch(request)
             case .createSession(let tenant):
                 labels = ("session", "create", "local")
                 response = try await createSession(tenant: tenant, request: request)
@@ -148,6 +161,7 @@ public final class RegionNode: Sendable {
             session: session, tenant: tenant, home: region, epoch: info.epoch, issuedAt: now / 1000,
             expiresAt: now / 1000 + configuration.tokenLifetime.wholeMilliseconds / 1000)
         let signed = keyRing.sign(token)
+        replication?.enqueue(.sessionCreated(info))
 
         logger.debug("session created", ["session": session.rawValue, "tenant": tenant.rawValue, "epoch": "\(info.epoch)"])
         var body = SessionJSON.session(info)
@@ -157,6 +171,43 @@ public final class RegionNode: Sendable {
             body = .object(fields)
         }
         return .json(201, body, headers: [(Self.routeHeader, signed), (Self.servedByHeader, region)])
+    }
+
+    /// Applies a batch from a home region to its standby copies and returns the acknowledgement.
+    private func applyReplicationBatch(_ request: HTTPRequest) throws -> HTTPResponse {
+        guard PeerSignature.verify(request.header(PeerSignature.header), body: request.body, with: keyRing) else {
+            throw RoutingTokenError(.badSignature, "the replication batch is not signed by a key this node has")
+        }
+        guard let home = request.header(Self.forwardedFromHeader), home != region, RegionTopology.isValidName(home) else {
+            throw RequestError(
+                .invalidValue, field: Self.forwardedFromHeader,
+                detail: "a replication batch must name its home region in \(Self.forwardedFromHeader)")
+        }
+        let batch: ReplicationBatch
+        do {
+            batch = try ReplicationBatch(jsonBytes: request.body)
+        } catch {
+            throw RequestError(.invalidValue, field: error.field, detail: "the replication batch is invalid: \(error)")
+        }
+
+        let empty = try StandbyReplica(home: home, configuration: standbyConfiguration)
+        let acknowledgement = standbys.withLock { standbys in
+            var replica = standbys[home] ?? empty
+            standbys[home] = nil
+            defer { standbys[home] = replica }
+            return replica.apply(batch)
+        }
+        return .json(200, acknowledgement.json)
+    }
+
+    /// Returns where this node's standby copy of a session of `home` stands, if it has one.
+    public func standbyPosition(of session: SessionID, home: String) -> StandbyReplica.Position? {
+        standbys.withLock { $0[home]?.position(of: session) }
+    }
+
+    /// Returns this node's standby copy of a session of `home`, if it has one.
+    public func standbySession(_ session: SessionID, home: String) -> StandbySession? {
+        standbys.withLock { $0[home]?.session(session) }
     }
 
     private func verifyToken(_ request: HTTPRequest, tenant: TenantID, session: SessionID) throws(RoutingTokenError) -> RoutingToken {

@@ -12,6 +12,8 @@ struct SessionRequestHandler: Sendable {
     let store: any SessionStore
     let limits: SessionStoreLimits
     let clock: any WallClock
+    /// Receives every stored mutation for the neighbour; nil when nothing replicates.
+    let replication: ReplicationShipper?
 
     func handle(
         _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
@@ -40,6 +42,9 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let draft = try parseTurnDraft(request)
             let result = try await store.appendTurn(session, draft, nowMilliseconds: now)
+            if !result.replayed {
+                replicate(info, result.turn.stamp, .turnAppended(result.turn))
+            }
             let body: JSONValue = .object(["turn": SessionJSON.appendedTurn(result.turn), "replayed": .bool(result.replayed)])
             return .json(result.replayed ? 200 : 201, body, headers: result.replayed ? [("Idempotent-Replayed", "true")] : [])
 
@@ -65,6 +70,9 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let write = try parseLedgerWrite(request, callID: callID)
             let result = try await store.writeLedgerEntry(session, write, nowMilliseconds: now)
+            if result.applied {
+                replicate(info, result.entry.stamp, .ledgerEntryWritten(result.entry))
+            }
             return .json(200, .object(["entry": SessionJSON.ledgerEntry(result.entry), "applied": .bool(result.applied)]))
 
         case .readLedger(let callID):
@@ -75,6 +83,11 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let (refs, ttl) = try parseKVCacheRefs(request)
             let stored = try await store.putKVCacheRefs(session, refs, ttlMilliseconds: ttl, nowMilliseconds: now)
+            // KV-cache refs are recomputable and not replicated; the neighbour
+            // still learns their position so its copy stays contiguous.
+            if let stamp = stored.first?.stamp {
+                replicate(info, stamp, .skipped)
+            }
             return .json(200, .object(["refs": .array(stored.map(SessionJSON.kvCacheRef))]))
 
         case .listKVCacheRefs:
@@ -96,12 +109,18 @@ struct SessionRequestHandler: Sendable {
             var reader = try JSONObjectReader.parseBody(request.body)
             let value = try reader.value("value")
             try reader.finish()
-            return .json(200, SessionJSON.value(try await store.putValue(session, name: name, value: value, nowMilliseconds: now)))
+            let stored = try await store.putValue(session, name: name, value: value, nowMilliseconds: now)
+            replicate(info, stored.stamp, .valuePut(stored))
+            return .json(200, SessionJSON.value(stored))
 
         case .readValue(let name):
             try rejectBodyAndQuery(request)
             return .json(200, SessionJSON.value(try await store.value(session, name: name)))
         }
+    }
+
+    private func replicate(_ info: SessionInfo, _ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) {
+        replication?.enqueue(ReplicationEntry(session: info.id, tenant: info.tenant, home: info.home, stamp: stamp, payload: payload))
     }
 
     // MARK: Request parsing

@@ -72,6 +72,11 @@ public struct TokenKeyRing: Sendable {
         return try TokenKeyRing(keys: keys, signingKeyID: signingKeyID)
     }
 
+    /// Returns the HMAC-SHA256 of `message` under key `keyID`, or nil when the ring lacks that key.
+    func authenticate(_ message: [UInt8], keyID: String) -> [UInt8]? {
+        keys[keyID].map { HMACSHA256.authenticate(message, key: $0) }
+    }
+
     /// Signs `token` with the current signing key.
     public func sign(_ token: RoutingToken) -> String {
         let claims: JSONValue = .object([

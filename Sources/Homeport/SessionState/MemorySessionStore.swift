@@ -74,6 +74,11 @@ public final class MemorySessionStore: SessionStore {
         return try outcome.get()
     }
 
+    /// Returns the ids of every session in the store, sorted.
+    public func sessionIDs() -> [SessionID] {
+        shards.flatMap { shard in shard.sessions.withLock { Array($0.keys) } }.sorted()
+    }
+
     public func sessionInfo(_ id: SessionID) throws(SessionStoreError) -> SessionInfo {
         try withSession(id) { record in record.info }
     }
@@ -151,6 +156,17 @@ public final class MemorySessionStore: SessionStore {
                 throw SessionStoreError(.entryNotFound, session: id, "session \(id) has no value \"\(name)\"")
             }
             return value
+        }
+    }
+
+    public func replicatedState(
+        _ id: SessionID
+    ) throws(SessionStoreError) -> (info: SessionInfo, turns: [Turn], ledger: [LedgerEntry], values: [SessionValue]) {
+        try withSession(id) { record in
+            (
+                record.info, record.turns, record.ledger.values.sorted { $0.callID < $1.callID },
+                record.values.values.sorted { $0.name < $1.name }
+            )
         }
     }
 

@@ -59,6 +59,12 @@ public protocol SessionStore: Sendable {
 
     /// Returns every value, ordered by name.
     func values(_ id: SessionID) async throws(SessionStoreError) -> [SessionValue]
+
+    /// Returns the session's replicated state (everything but KV-cache refs),
+    /// read atomically, for a replication snapshot.
+    func replicatedState(
+        _ id: SessionID
+    ) async throws(SessionStoreError) -> (info: SessionInfo, turns: [Turn], ledger: [LedgerEntry], values: [SessionValue])
 }
 
 /// Size limits of the session store, per session unless named otherwise.

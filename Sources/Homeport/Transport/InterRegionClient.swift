@@ -45,6 +45,14 @@ public final class InterRegionClient: Sendable {
     public func send(
         _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
     ) async throws(ForwardingError) -> HTTPResponse {
+        try await exchange(request, from: source, to: destination, extraHeaders: extraHeaders).response
+    }
+
+    /// Sends like `send`, and also returns the one-way delay the response paid
+    /// on its way back, so a caller can tell when the destination acted.
+    public func exchange(
+        _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
+    ) async throws(ForwardingError) -> (response: HTTPResponse, inboundDelay: Duration) {
         guard let endpoint = endpoint(of: destination) else {
             throw ForwardingError(
                 .unknownRegion, region: destination,
@@ -88,7 +96,7 @@ public final class InterRegionClient: Sendable {
         // The response pays the way back even if the caller has gone, because it was applied.
         try? await clock.sleep(for: inbound)
         let relayed = Self.relayedHeaders.compactMap { name in response.header(name).map { (name: name, value: $0) } }
-        return HTTPResponse(status: response.status, headers: relayed, body: response.body)
+        return (HTTPResponse(status: response.status, headers: relayed, body: response.body), inbound)
     }
 
     private static func isForwardedRequestHeader(_ lowercasedName: String) -> Bool {

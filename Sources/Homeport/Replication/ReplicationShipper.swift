@@ -1,0 +1,295 @@
+import Synchronization
+
+/// Ships one home region's session mutations to its neighbour: the shell
+/// around `ReplicationOutbox` that performs its decisions.
+///
+/// `enqueue` is called after each acknowledged local write and never waits:
+/// the client's answer does not depend on replication. A loop task cuts
+/// batches when they are due (size or age), sends up to
+/// `maximumBatchesInFlight` at once to the neighbour's
+/// `POST /internal/v1/replication`, and feeds each acknowledgement back to
+/// the outbox. A failed send is retried after a backoff that doubles from
+/// 50 ms up to 2 s, so an unreachable neighbour makes lag grow without
+/// spinning.
+///
+/// Lag of an entry is measured from its enqueue to the moment the neighbour
+/// applied it (the acknowledgement's arrival minus the delay it paid on the
+/// way back).
+public final class ReplicationShipper: Sendable {
+    public static let path = "/internal/v1/replication"
+
+    /// Counters and lag samples, for the demo's report and tests.
+    public struct Statistics: Sendable {
+        public var lagMilliseconds: [Double]
+        public var batchesSent: Int
+        public var batchesFailed: Int
+        public var snapshotFallbacks: Int
+        public var pendingEntries: Int
+    }
+
+    private struct State {
+        var outbox: ReplicationOutbox
+        /// Enqueue times of unacknowledged entries, per session in seq order.
+        var enqueuedAt: [SessionID: [(seq: UInt64, milliseconds: Int64)]] = [:]
+        var inFlight = 0
+        var retryNotBefore: Int64 = 0
+        var backoffMilliseconds: Int64 = 0
+        var wakeUp: CheckedContinuation<Void, Never>?
+        /// Callers of `drained()` waiting for the outbox to empty.
+        var drainWaiters: [CheckedContinuation<Void, Never>] = []
+        var stopped = false
+        var lagMilliseconds: [Double] = []
+        var batchesFailed = 0
+    }
+
+    public let region: String
+    public let neighbour: String
+    private let peers: InterRegionClient
+    private let store: any SessionStore
+    private let keyRing: TokenKeyRing
+    private let clock: any WallClock
+    private let metrics: MetricsRegistry
+    private let logger: Logger
+    private let maximumBatchesInFlight: Int
+    /// The outbox and everything the loop and the senders share.
+    private let state: Mutex<State>
+    private let loop = Mutex<Task<Void, Never>?>(nil)
+
+    public init(
+        region: String, neighbour: String, configuration: ReplicationOutbox.Configuration, maximumBatchesInFlight: Int = 8,
+        peers: InterRegionClient, store: any SessionStore, keyRing: TokenKeyRing, clock: any WallClock,
+        metrics: MetricsRegistry, logger: Logger
+    ) throws(ConfigurationError) {
+        self.region = region
+        self.neighbour = neighbour
+        self.peers = peers
+        self.store = store
+        self.keyRing = keyRing
+        self.clock = clock
+        self.metrics = metrics
+        self.logger = logger.with(["region": region, "neighbour": neighbour])
+        self.maximumBatchesInFlight = maximumBatchesInFlight
+        self.state = Mutex(State(outbox: try ReplicationOutbox(configuration: configuration)))
+    }
+
+    /// Adds a mutation the home has stored. Never blocks or fails.
+    public func enqueue(_ entry: ReplicationEntry) {
+        let now = clock.nowMilliseconds()
+        let (action, wakeUp) = state.withLock { state in
+            let action = state.outbox.enqueue(entry, nowMilliseconds: now)
+            state.enqueuedAt[entry.session, default: []].append((entry.seq, now))
+            defer { state.wakeUp = nil }
+            return (action, state.wakeUp)
+        }
+        wakeUp?.resume()
+        if let action { perform(action) }
+    }
+
+    public func start() {
+        loop.withLock { task in
+            guard task == nil else { return }
+            task = Task { await self.run() }
+        }
+        logger.info("replication started")
+    }
+
+    /// Stops the loop; batches in flight finish on their own.
+    public func stop() async {
+        let wakeUp = state.withLock { state in
+            state.stopped = true
+            defer { state.wakeUp = nil }
+            return state.wakeUp
+        }
+        wakeUp?.resume()
+        let task = loop.withLock { $0 }
+        task?.cancel()
+        await task?.value
+        logger.info("replication stopped")
+    }
+
+    /// Returns once every entry enqueued so far has been acknowledged (or at
+    /// once if none is pending). Waits forever while the neighbour is unreachable.
+    public func drained() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let isDrained = state.withLock { state -> Bool in
+                guard state.outbox.pendingEntryCount > 0 else { return true }
+                state.drainWaiters.append(continuation)
+                return false
+            }
+            if isDrained { continuation.resume() }
+        }
+    }
+
+    public func statistics() -> Statistics {
+        state.withLock { state in
+            Statistics(
+                lagMilliseconds: state.lagMilliseconds, batchesSent: state.outbox.sentBatchCount,
+                batchesFailed: state.batchesFailed, snapshotFallbacks: state.outbox.snapshotCount,
+                pendingEntries: state.outbox.pendingEntryCount)
+        }
+    }
+
+    // MARK: Loop
+
+    private enum Step {
+        case send([ReplicationBatch])
+        case sleep(until: Int64)
+        case wait
+        case stop
+    }
+
+    private func run() async {
+        while true {
+            let now = clock.nowMilliseconds()
+            let step = state.withLock { state -> Step in
+                if state.stopped { return .stop }
+                if now < state.retryNotBefore { return .sleep(until: state.retryNotBefore) }
+                var batches: [ReplicationBatch] = []
+                while state.inFlight < maximumBatchesInFlight, let batch = state.outbox.nextBatch(nowMilliseconds: now) {
+                    state.inFlight += 1
+                    batches.append(batch)
+                }
+                if !batches.isEmpty { return .send(batches) }
+                if state.inFlight < maximumBatchesInFlight, let deadline = state.outbox.nextBatchDeadlineMilliseconds {
+                    return .sleep(until: deadline)
+                }
+                return .wait
+            }
+
+            switch step {
+            case .stop:
+                return
+            case .send(let batches):
+                for batch in batches {
+                    Task { await self.send(batch) }
+                }
+            case .sleep(let deadline):
+                try? await clock.sleep(for: .milliseconds(max(1, deadline - now)))
+            case .wait:
+                await waitForWork()
+            }
+        }
+    }
+
+    /// Suspends until an enqueue, a finished batch or `stop` wakes the loop.
+    private func waitForWork() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = state.withLock { state -> Bool in
+                if state.stopped { return true }
+                state.wakeUp = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    private func send(_ batch: ReplicationBatch) async {
+        let body = batch.json.serializedBytes()
+        var request = HTTPRequest(method: "POST", path: Self.path, body: body)
+        request.headers["content-type"] = "application/json"
+        let headers = [(PeerSignature.header, PeerSignature.sign(body, with: keyRing)), (RegionNode.forwardedFromHeader, region)]
+
+        do {
+            let (response, inboundDelay) = try await peers.exchange(request, from: region, to: neighbour, extraHeaders: headers)
+            guard response.status == 200 else {
+                throw ReplicationSendFailure(
+                    detail: "the neighbour answered \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))")
+            }
+            let acknowledgement: ReplicationAcknowledgement
+            do {
+                acknowledgement = try ReplicationAcknowledgement(jsonBytes: response.body)
+            } catch {
+                throw ReplicationSendFailure(detail: "the neighbour's acknowledgement is invalid: \(error)")
+            }
+            acknowledged(batch, acknowledgement, appliedAt: clock.nowMilliseconds() - inboundDelay.wholeMilliseconds)
+        } catch {
+            failed(batch, error)
+        }
+    }
+
+    private func acknowledged(_ batch: ReplicationBatch, _ acknowledgement: ReplicationAcknowledgement, appliedAt: Int64) {
+        let (actions, wakeUp, lags, pending, drainWaiters) = state.withLock { state in
+            let actions = state.outbox.acknowledge(acknowledgement)
+            var lags: [Double] = []
+            for (session, position) in acknowledgement.positions {
+                guard var times = state.enqueuedAt[session] else { continue }
+                let applied = times.prefix { $0.seq <= position }
+                lags.append(contentsOf: applied.map { Double(max(0, appliedAt - $0.milliseconds)) })
+                times.removeFirst(applied.count)
+                state.enqueuedAt[session] = times.isEmpty ? nil : times
+            }
+            state.lagMilliseconds.append(contentsOf: lags)
+            state.inFlight -= 1
+            state.backoffMilliseconds = 0
+            var drainWaiters: [CheckedContinuation<Void, Never>] = []
+            if state.outbox.pendingEntryCount == 0 {
+                swap(&drainWaiters, &state.drainWaiters)
+            }
+            defer { state.wakeUp = nil }
+            return (actions, state.wakeUp, lags, state.outbox.pendingEntryCount, drainWaiters)
+        }
+        wakeUp?.resume()
+        for waiter in drainWaiters { waiter.resume() }
+
+        for lag in lags {
+            metrics.observe(
+                "homeport_replication_lag_seconds", help: "Time from a home's write to its neighbour applying it.",
+                labels: ["region": region, "neighbour": neighbour], seconds: lag / 1000)
+        }
+        metrics.setGauge(
+            "homeport_replication_lag_entries", help: "Entries written at the home and not yet acknowledged by its neighbour.",
+            labels: ["region": region, "neighbour": neighbour], to: Double(pending))
+        metrics.increment(
+            "homeport_replication_batches_total", help: "Replication batches acknowledged by the neighbour.",
+            labels: ["region": region, "neighbour": neighbour])
+        for action in actions { perform(action) }
+    }
+
+    private func failed(_ batch: ReplicationBatch, _ error: any Error) {
+        let now = clock.nowMilliseconds()
+        let (wakeUp, backoff, failures) = state.withLock { state in
+            state.outbox.batchFailed(batch.id)
+            state.inFlight -= 1
+            state.batchesFailed += 1
+            state.backoffMilliseconds = min(2000, max(50, state.backoffMilliseconds * 2))
+            state.retryNotBefore = now + state.backoffMilliseconds
+            defer { state.wakeUp = nil }
+            return (state.wakeUp, state.backoffMilliseconds, state.batchesFailed)
+        }
+        wakeUp?.resume()
+        metrics.increment(
+            "homeport_replication_failures_total", help: "Replication batches that failed and will be resent.",
+            labels: ["region": region, "neighbour": neighbour])
+        // Log the first failure of a run of failures, then every hundredth.
+        if failures % 100 == 1 || backoff == 50 {
+            logger.warning(
+                "replication batch failed", ["batch": batch.id.description, "retryInMilliseconds": "\(backoff)", "error": "\(error)"])
+        }
+    }
+
+    private func perform(_ action: ReplicationOutbox.Action) {
+        switch action {
+        case .readSnapshot(let session):
+            Task { await self.coalesce(session) }
+        }
+    }
+
+    private func coalesce(_ session: SessionID) async {
+        do {
+            let current = try await store.replicatedState(session)
+            let entry = ReplicationEntry.snapshot(current.info, turns: current.turns, ledger: current.ledger, values: current.values)
+            state.withLock { $0.outbox.coalesce(entry, nowMilliseconds: clock.nowMilliseconds()) }
+            metrics.increment(
+                "homeport_replication_snapshots_total", help: "Sessions whose pending entries were coalesced into a snapshot.",
+                labels: ["region": region, "neighbour": neighbour])
+        } catch {
+            state.withLock { $0.outbox.snapshotFailed(session) }
+            logger.warning("replication snapshot failed", ["session": session.rawValue, "error": "\(error)"])
+        }
+    }
+}
+
+private struct ReplicationSendFailure: Error, CustomStringConvertible {
+    let detail: String
+    var description: String { detail }
+}
