@@ -44,6 +44,12 @@ struct CommandLineOptions {
 
     func has(_ flag: String) -> Bool { flags.contains(flag) }
 
+    /// Rejects positional arguments, for commands that take options only.
+    func rejectPositional() throws(UsageError) {
+        guard let first = positional.first else { return }
+        throw UsageError(description: "unexpected argument \"\(first)\"; options start with --")
+    }
+
     func string(_ name: String) -> String? { values[name]?.last }
 
     func strings(_ name: String) -> [String] { values[name] ?? [] }

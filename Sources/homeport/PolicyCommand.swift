@@ -44,7 +44,16 @@ enum PolicyCommand {
         print(table.render(storeName: "memory store", linearizableStoreName: "embedded linearizable store"))
         print(buildScopeNote)
         let hasErrors = table.validate().contains { $0.severity == .error }
-        return hasErrors ? 1 : 0
+        if hasErrors { return 1 }
+
+        // A valid table can still ask for more than this build runs.
+        do {
+            _ = try SessionStoreLimits(policy: table)
+        } catch {
+            printError("error: this build cannot serve the table: \(error.detail)")
+            return 1
+        }
+        return 0
     }
 }
 

@@ -28,6 +28,7 @@ enum ServeCommand {
                 print(usage)
                 return 0
             }
+            try options.rejectPositional()
             return try await serve(options)
         } catch let error as CommandLineOptions.UsageError {
             printError("homeport serve: \(error)\nRun `homeport serve --help` for the options.")
@@ -101,8 +102,10 @@ enum ServeCommand {
         for node in nodes {
             await node.replication?.stop()
         }
-        for node in nodes {
-            await node.shutdown()
+        await withTaskGroup(of: Void.self) { group in
+            for node in nodes {
+                group.addTask { await node.shutdown() }
+            }
         }
         return 0
     }
@@ -133,9 +136,14 @@ private final class ResumeOnce: @unchecked Sendable {
         self.continuation = continuation
     }
 
+    /// Resumes the waiter on the first signal; a second one exits at once,
+    /// for an operator who will not wait for in-flight requests to drain.
     func resume(_ name: String) {
-        continuation?.resume(returning: name)
-        continuation = nil
+        guard let continuation else {
+            exit(130)
+        }
+        continuation.resume(returning: name)
+        self.continuation = nil
     }
 }
 

@@ -124,7 +124,11 @@ public final class RegionNode: Sendable {
                 labels = (operation.kind, operation.name, "local")
                 let token = try verifyToken(request, tenant: tenant, session: session)
                 if token.home == region {
-                    response = try await sessions.handle(operation, session: session, token: token, request: request)
+                    do {
+                        response = try await sessions.handle(operation, session: session, token: token, request: request)
+                    } catch {
+                        response = problemResponse(for: error, request: request, requestID: requestID)
+                    }
                     response.headers.append((Self.servedByHeader, region))
                 } else {
                     labels.path = "forwarded"

@@ -125,7 +125,7 @@ public struct TokenKeyRing: Sendable {
         let token = try Self.decodeClaims(parts[2])
         guard nowSeconds < token.expiresAt else {
             throw RoutingTokenError(
-                .expired, "the routing token expired at \(token.expiresAt) (Unix seconds); create a new session or refresh the token")
+                .expired, "the routing token expired at \(token.expiresAt) (Unix seconds); create a new session")
         }
         return token
     }

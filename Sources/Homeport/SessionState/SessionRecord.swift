@@ -203,12 +203,16 @@ struct SessionRecord: Sendable {
     mutating func writeLedgerEntry(
         _ write: LedgerWrite, limits: SessionStoreLimits, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> LedgerWriteResult {
-        let payloadBytes =
-            (write.arguments?.serializedBytes().count ?? 0) + (write.result?.serializedBytes().count ?? 0)
+        // The limit is on the entry as stored: its arguments (kept from the
+        // first write that carried them) plus its result (the latest one).
+        let existing = ledger[write.callID]
+        let arguments = existing.flatMap { $0.arguments == .null ? nil : $0.arguments } ?? write.arguments
+        let result = write.result ?? existing?.result
+        let payloadBytes = (arguments?.serializedBytes().count ?? 0) + (result?.serializedBytes().count ?? 0)
         guard payloadBytes <= limits.maximumLedgerEntryBytes else {
             throw SessionStoreError(
                 .limitExceeded, session: id,
-                "ledger entry \"\(write.callID)\" carries \(payloadBytes) bytes of arguments and result; the maximum is \(limits.maximumLedgerEntryBytes)"
+                "ledger entry \"\(write.callID)\" would hold \(payloadBytes) bytes of arguments and result; the maximum is \(limits.maximumLedgerEntryBytes)"
             )
         }
 

@@ -422,6 +422,7 @@ private struct JSONParser {
             return .integer(value)
         }
         guard let value = Double(text) else { throw JSONParseError(offset: start, reason: "invalid number") }
+        guard value.isFinite else { throw JSONParseError(offset: start, reason: "number out of the range of a double") }
         return .number(value)
     }
 }

@@ -88,7 +88,9 @@ public final class HTTPClient: Sendable {
                 return .success(response)
             case .failure(let failure):
                 close(descriptor)
-                guard failure.nothingReceived else { return .failure(failure.error) }
+                // Only a connection the server had closed is safe to retry: after
+                // a timeout the server may still be applying the request.
+                guard failure.nothingReceived, failure.error.code != .timedOut else { return .failure(failure.error) }
             }
         }
 
@@ -182,7 +184,9 @@ public final class HTTPClient: Sendable {
             return .failure(ExchangeFailure(error: error, nothingReceived: true))
         }
 
-        var reader = ResponseReader(descriptor: descriptor, timeout: timeout, bodyless: encoded.starts(with: Array("HEAD ".utf8)))
+        var reader = ResponseReader(
+            deadline: ContinuousClock.now + timeout, descriptor: descriptor, timeout: timeout,
+            bodyless: encoded.starts(with: Array("HEAD ".utf8)))
         do {
             let response = try reader.readResponse()
             return .success(response)
@@ -233,7 +237,11 @@ private struct ResponseReader {
     /// True for the response to a HEAD request, which has headers only.
     let bodyless: Bool
 
-    init(descriptor: Int32, timeout: Duration, bodyless: Bool) {
+    /// The whole response must have arrived by then, however it trickles in.
+    let deadline: ContinuousClock.Instant
+
+    init(deadline: ContinuousClock.Instant, descriptor: Int32, timeout: Duration, bodyless: Bool) {
+        self.deadline = deadline
         self.descriptor = descriptor
         self.timeout = timeout
         self.bodyless = bodyless
@@ -289,7 +297,11 @@ private struct ResponseReader {
             position = 0
         }
         while true {
-            let count = scratch.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPClientError(.timedOut, "the response did not complete within \(timeout)")
+            }
+            let socket = descriptor
+            let count = scratch.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
             if count > 0 {
                 buffer.append(contentsOf: scratch[0..<count])
                 receivedCount += count

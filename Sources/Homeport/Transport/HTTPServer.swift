@@ -48,6 +48,10 @@ public final class HTTPServer: Sendable {
         var port: UInt16 = 0
         var listenSocket: Int32 = -1
         var inFlight = 0
+        /// Set by `shutdown()`: from then on new requests are answered 503 at
+        /// once instead of being suspended, because libmicrohttpd must not be
+        /// stopped while a connection is suspended.
+        var stopping = false
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -58,6 +62,14 @@ public final class HTTPServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.handler = handler
+    }
+
+    deinit {
+        // Tasks that answer requests hold the server, so none is in flight
+        // here and stopping cannot meet a suspended connection.
+        if let daemon = lifecycle.withLock({ $0.daemon }) {
+            MHD_stop_daemon(daemon.pointer)
+        }
     }
 
     /// The bound port, once started.
@@ -84,6 +96,8 @@ public final class HTTPServer: Sendable {
                     MHD_OptionItem(
                         option: .NOTIFY_COMPLETED, value: unsafeBitCast(notifyRequestCompleted, to: Int.self),
                         ptr_value: context),
+                    MHD_OptionItem(
+                        option: .UNESCAPE_CALLBACK, value: unsafeBitCast(unescapeKeepingNUL, to: Int.self), ptr_value: nil),
                     MHD_OptionItem(option: .CONNECTION_LIMIT, value: Int(configuration.connectionLimit), ptr_value: nil),
                     MHD_OptionItem(option: .CONNECTION_TIMEOUT, value: Int(configuration.idleTimeoutSeconds), ptr_value: nil),
                     MHD_OptionItem(option: .END, value: 0, ptr_value: nil),
@@ -112,6 +126,7 @@ public final class HTTPServer: Sendable {
     public func shutdown() async {
         let daemon: DaemonHandle? = lifecycle.withLock { state in
             guard let daemon = state.daemon else { return nil }
+            state.stopping = true
             state.listenSocket = MHD_quiesce_daemon(daemon.pointer)
             return daemon
         }
@@ -135,8 +150,13 @@ public final class HTTPServer: Sendable {
         logger.info("http listener stopped", ["port": "\(port)"])
     }
 
-    fileprivate func requestStarted() {
-        lifecycle.withLock { $0.inFlight += 1 }
+    /// Counts a request in flight, or returns false once shutdown has begun.
+    fileprivate func tryStartRequest() -> Bool {
+        lifecycle.withLock { state in
+            guard !state.stopping else { return false }
+            state.inFlight += 1
+            return true
+        }
     }
 
     fileprivate func requestCompleted() {
@@ -149,27 +169,81 @@ public final class HTTPServer: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Runs the handler with the configured deadline.
+    /// Runs the handler and returns its response, or a 504 once
+    /// `requestTimeout` has passed. A handler that misses the deadline keeps
+    /// running in the background (it may be mid-write), but its response is dropped.
     fileprivate func respond(to request: HTTPRequest) async -> HTTPResponse {
         let handler = self.handler
         let timeout = configuration.requestTimeout
-        let response = await withTaskGroup(of: HTTPResponse?.self) { group in
-            group.addTask { await handler(request) }
-            group.addTask {
+        let logger = self.logger
+        return await withCheckedContinuation { (continuation: CheckedContinuation<HTTPResponse, Never>) in
+            let pending = PendingResponse(continuation)
+            let timer = Task {
                 try? await Task.sleep(for: timeout)
-                return nil
+                guard !Task.isCancelled, let continuation = pending.take() else { return }
+                logger.error(
+                    "request timed out",
+                    ["method": request.method, "path": request.path, "request": request.header(RegionNode.requestIDHeader) ?? "-"])
+                continuation.resume(
+                    returning: ProblemDetails(
+                        status: 504, type: "request-timeout", title: "Request timed out",
+                        detail:
+                            "the request was not answered within \(timeout); it may or may not have been applied, so retry with the same idempotency key"
+                    ).response())
             }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+            Task {
+                let response = await handler(request)
+                timer.cancel()
+                pending.take()?.resume(returning: response)
+            }
         }
-        if let response { return response }
-        logger.error("request timed out", ["method": request.method, "path": request.path])
-        return ProblemDetails(
-            status: 504, type: "request-timeout", title: "Request timed out",
-            detail:
-                "the request was not answered within \(timeout); it may or may not have been applied, so retry with the same idempotency key"
-        ).response()
+    }
+}
+
+/// Percent-decodes a path or query argument in place, as libmicrohttpd's
+/// default does, except that `%00` stays encoded. The decoded text reaches
+/// Swift as a C string, so a decoded NUL would silently cut the path short
+/// (`values/x%00y` would become `values/x`); kept encoded, it fails validation.
+private let unescapeKeepingNUL: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutablePointer<CChar>?) -> Int = {
+    _, _, text in
+    guard let text else { return 0 }
+    func hexValue(_ character: CChar) -> UInt8? {
+        switch UInt8(bitPattern: character) {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt8(bitPattern: character) - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt8(bitPattern: character) - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt8(bitPattern: character) - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+    var read = 0
+    var write = 0
+    while text[read] != 0 {
+        if text[read] == CChar(UInt8(ascii: "%")), let high = hexValue(text[read + 1]), let low = hexValue(text[read + 2]),
+            high != 0 || low != 0
+        {
+            text[write] = CChar(bitPattern: high << 4 | low)
+            read += 3
+        } else {
+            text[write] = text[read]
+            read += 1
+        }
+        write += 1
+    }
+    text[write] = 0
+    return write
+}
+
+/// The continuation of a request's response, taken by whichever comes first:
+/// the handler's response or the deadline.
+private final class PendingResponse: Sendable {
+    private let continuation: Mutex<CheckedContinuation<HTTPResponse, Never>?>
+
+    init(_ continuation: CheckedContinuation<HTTPResponse, Never>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func take() -> CheckedContinuation<HTTPResponse, Never>? {
+        continuation.withLock { $0.take() }
     }
 }
 
@@ -282,9 +356,14 @@ private let accessHandler: MHD_AccessHandlerCallback = {
         query: context.query, headers: context.headers, body: context.body)
     context.body = []
 
+    guard server.tryStartRequest() else {
+        let problem = ProblemDetails(
+            status: 503, type: "node-stopping", title: "Node stopping",
+            detail: "this node is shutting down; retry, at another node if one serves the session")
+        return queue(problem.response(headers: [("Connection", "close")]), on: connection)
+    }
     MHD_suspend_connection(connection)
     context.inFlight = true
-    server.requestStarted()
     let handle = ConnectionHandle(pointer: connection)
     let retainedContext = Unmanaged.passRetained(context)
     Task {

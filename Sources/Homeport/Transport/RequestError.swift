@@ -155,8 +155,10 @@ public struct JSONObjectReader {
         take(key)
     }
 
+    /// Any JSON value, null included; only an absent field is missing.
     public mutating func value(_ key: String) throws(RequestError) -> JSONValue {
-        guard let value = take(key) else { throw missing(key, "a JSON value") }
+        readKeys.insert(key)
+        guard let value = fields[key] else { throw missing(key, "a JSON value") }
         return value
     }
 
