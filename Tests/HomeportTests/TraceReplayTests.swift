@@ -163,3 +163,47 @@ import Testing
         try #require(node.store as? MemorySessionStore).sessionIDs()
     }
 }
+
+@Suite struct StaleReadTests {
+    @Test func neighbourAnswersAllowedReadFromStandby() async throws {
+        let topology = try RegionTopology(
+            regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
+            latency: LatencyMatrix(
+                oneWay: [
+                    RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
+                    RegionPair("us-west", "eu-west"): .milliseconds(1),
+                ], jitterFraction: 0))
+        var replication = ReplicationOutbox.Configuration()
+        replication.maximumBatchDelayMilliseconds = 2
+        let cluster = try EmbeddedCluster(
+            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
+            replication: replication)
+        try cluster.start()
+        let client = HomeportClient()
+        let home = cluster.baseURL(of: "us-east")!
+        let neighbour = cluster.baseURL(of: "us-west")!
+        let third = cluster.baseURL(of: "eu-west")!
+
+        let (session, _) = try await client.createSession(at: home, tenant: "acme")
+        for index in 0..<3 {
+            _ = try await client.appendTurn(
+                at: home, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")
+        }
+        await cluster.node("us-east")!.replication!.drained()
+
+        let stale = try await client.readTurns(at: neighbour, session, tail: 2, allowStale: true)
+        let strict = try await client.readTurns(at: neighbour, session, tail: 2)
+        let elsewhere = try await client.readTurns(at: third, session, tail: 2, allowStale: true)
+        await cluster.shutdown()
+
+        #expect(stale.servedFromStandby)
+        #expect(stale.servedBy == "us-west")
+        #expect(stale.body["turns"] == strict.body["turns"])
+        #expect(stale.body["standby"]?["appliedSeq"]?.integerValue == 3)
+        #expect(stale.body["standby"]?["replicationGap"]?.boolValue == false)
+        #expect(!strict.servedFromStandby)
+        #expect(strict.servedBy == "us-east")
+        #expect(!elsewhere.servedFromStandby)
+        #expect(elsewhere.servedBy == "us-east")
+    }
+}

@@ -17,6 +17,8 @@ public struct ClientResponse: Sendable {
     /// A new routing token, when the response re-homes the session.
     public var routeToken: String?
     public var replayed: Bool
+    /// True when a neighbour answered from its standby copy (`Homeport-Served-From: standby`).
+    public var servedFromStandby: Bool
     public var body: JSONValue
 }
 
@@ -85,10 +87,15 @@ public final class HomeportClient: Sendable {
             headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
     }
 
-    /// Reads the last `tail` turns, or every turn when `tail` is nil.
-    public func readTurns(at baseURL: String, _ handle: SessionHandle, tail: Int?) async throws(HomeportClientError) -> ClientResponse {
+    /// Reads the last `tail` turns, or every turn when `tail` is nil. With
+    /// `allowStale`, a neighbour of the home may answer from its standby copy.
+    public func readTurns(
+        at baseURL: String, _ handle: SessionHandle, tail: Int?, allowStale: Bool = false
+    ) async throws(HomeportClientError) -> ClientResponse {
         let query = tail.map { "?tail=\($0)" } ?? ""
-        return try await send("GET", baseURL: baseURL, path: sessionPath(handle, "/turns") + query, token: handle.token, body: nil)
+        return try await send(
+            "GET", baseURL: baseURL, path: sessionPath(handle, "/turns") + query, token: handle.token, body: nil,
+            headers: allowStale ? [("Homeport-Stale-Read", "allow")] : [])
     }
 
     public func describeSession(at baseURL: String, _ handle: SessionHandle) async throws(HomeportClientError) -> ClientResponse {
@@ -170,6 +177,7 @@ public final class HomeportClient: Sendable {
             servedBy: http.header("Homeport-Served-By"),
             routeToken: http.header("Homeport-Route"),
             replayed: http.header("Idempotent-Replayed") == "true",
+            servedFromStandby: http.header("Homeport-Served-From") == "standby",
             body: json)
     }
 

@@ -7,6 +7,10 @@ public struct RegionNodeConfiguration: Sendable {
     public var http: HTTPServerConfiguration
     /// How long a routing token stays valid after it is issued.
     public var tokenLifetime: Duration = .seconds(24 * 3600)
+    /// Decides which reads the neighbour may answer from its standby copy:
+    /// kinds whose stale read is `invisible`, when the request sends
+    /// `Homeport-Stale-Read: allow` or the row's `staleReadsAtNeighbour` is set.
+    public var policy: PolicyTable = .defaultTable
 
     public init(region: String, http: HTTPServerConfiguration = HTTPServerConfiguration()) {
         self.region = region
@@ -25,6 +29,11 @@ public final class RegionNode: Sendable {
     public static let routeHeader = "Homeport-Route"
     public static let servedByHeader = "Homeport-Served-By"
     public static let requestIDHeader = "Homeport-Request-Id"
+    /// `allow` lets a read of an `invisible`-staleness kind be answered from a
+    /// standby copy at the neighbour instead of paying the hop to the home.
+    public static let staleReadHeader = "Homeport-Stale-Read"
+    /// `standby` on a response answered from a standby copy.
+    public static let servedFromHeader = "Homeport-Served-From"
     /// Set on a forwarded request; a node that is not the home rejects such a
     /// request instead of forwarding it again.
     public static let forwardedFromHeader = "Homeport-Forwarded-From"
@@ -43,6 +52,8 @@ public final class RegionNode: Sendable {
     public let replication: ReplicationShipper?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
+    /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
+    private let lastBatchArrival = Mutex<[String: Int64]>([:])
     private let standbyConfiguration: StandbyReplica.Configuration
 
     public init(
@@ -130,6 +141,9 @@ public final class RegionNode: Sendable {
                         response = problemResponse(for: error, request: request, requestID: requestID)
                     }
                     response.headers.append((Self.servedByHeader, region))
+                } else if let standbyResponse = try standbyRead(operation, token: token, request: request) {
+                    labels.path = "standby"
+                    response = standbyResponse
                 } else {
                     labels.path = "forwarded"
                     response = try await forward(request, to: token.home, requestID: requestID, session: session)
@@ -195,6 +209,8 @@ public final class RegionNode: Sendable {
         }
 
         let empty = try StandbyReplica(home: home, configuration: standbyConfiguration)
+        let now = clock.nowMilliseconds()
+        lastBatchArrival.withLock { $0[home] = now }
         let acknowledgement = standbys.withLock { standbys in
             var replica = standbys[home] ?? empty
             standbys[home] = nil
@@ -202,6 +218,51 @@ public final class RegionNode: Sendable {
             return replica.apply(batch)
         }
         return .json(200, acknowledgement.json)
+    }
+
+    /// Answers a read from this node's standby copy when the policy and the
+    /// request allow it and the copy exists; returns nil to forward instead.
+    ///
+    /// The response says how stale it may be: the copy's position, the
+    /// home's last reported position, whether a gap is known, and how long ago
+    /// the home's last batch arrived.
+    private func standbyRead(_ operation: SessionOperation, token: RoutingToken, request: HTTPRequest) throws -> HTTPResponse? {
+        guard case .readTurns = operation, let row = configuration.policy.row(for: operation.kind), row.staleReadCost == .invisible,
+            row.staleReadsAtNeighbour || request.header(Self.staleReadHeader)?.lowercased() == "allow"
+        else { return nil }
+
+        let selection = try sessions.parseTurnSelection(request.query)
+        guard request.body.isEmpty else { return nil }
+        let found = standbys.withLock { standbys -> (StandbySession, StandbyReplica.Position)? in
+            guard let replica = standbys[token.home], let copy = replica.session(token.session),
+                let position = replica.position(of: token.session)
+            else { return nil }
+            return (copy, position)
+        }
+        guard let (copy, position) = found, copy.tenant == token.tenant, copy.epoch == token.epoch else { return nil }
+
+        let turns: [Turn]
+        switch selection {
+        case .all: turns = copy.turns
+        case .tail(let count): turns = Array(copy.turns.suffix(count))
+        case .since(let seq): turns = copy.turns.filter { $0.stamp.seq > seq }
+        }
+        let age = clock.nowMilliseconds() - (lastBatchArrival.withLock { $0[token.home] } ?? 0)
+        var standby: [String: JSONValue] = [
+            "region": .string(region),
+            "appliedSeq": .integer(Int64(position.appliedStamp.seq)),
+            "replicationGap": .bool(position.replicationGap),
+            "lastBatchAgeMilliseconds": .integer(max(0, age)),
+        ]
+        if let homeLastSeq = position.homeLastSeq { standby["homeLastSeq"] = .integer(Int64(homeLastSeq)) }
+        let body: JSONValue = .object([
+            "turns": .array(turns.map(SessionJSON.turn)),
+            "epoch": .integer(Int64(copy.epoch)),
+            "lastSeq": .integer(Int64(copy.appliedSeq)),
+            "turnCount": .integer(Int64(copy.turns.count)),
+            "standby": .object(standby),
+        ])
+        return .json(200, body, headers: [(Self.servedByHeader, region), (Self.servedFromHeader, "standby")])
     }
 
     /// Returns where this node's standby copy of a session of `home` stands, if it has one.

@@ -142,7 +142,7 @@ struct SessionRequestHandler: Sendable {
         try rejectQuery(request)
     }
 
-    private func parseTurnSelection(_ query: [String: String]) throws(RequestError) -> TurnSelection {
+    func parseTurnSelection(_ query: [String: String]) throws(RequestError) -> TurnSelection {
         for name in query.keys.sorted() where name != "tail" && name != "sinceSeq" {
             throw RequestError(
                 .invalidQueryParameter, field: name, detail: "unknown query parameter \"\(name)\"; use tail=N or sinceSeq=N")

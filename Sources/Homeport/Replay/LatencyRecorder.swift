@@ -3,7 +3,9 @@ import Synchronization
 /// The replay operation a sample belongs to, and how it was served.
 public struct OperationKey: Hashable, Sendable, Comparable {
     public var operation: String
-    /// `local` when the entry region served it, `forwarded` when its home did.
+    /// `local` when the entry region served it from the home store,
+    /// `forwarded` when the home did, `standby` when the entry region answered
+    /// from its standby copy.
     public var path: String
 
     public static func < (lhs: OperationKey, rhs: OperationKey) -> Bool {
@@ -17,6 +19,9 @@ public final class LatencyRecorder: Sendable {
         var samples: [OperationKey: [Double]] = [:]
         /// Forwarded samples by (entry region, home region), for the per-pair bound.
         var forwardedByPair: [RegionPair: [Double]] = [:]
+        /// Entries the home had reported beyond a standby answer's copy.
+        var standbyEntriesBehind: [Double] = []
+        var standbyGaps = 0
         var errors: [String: Int] = [:]
         var retries = 0
         var firstErrors: [String] = []
@@ -27,8 +32,8 @@ public final class LatencyRecorder: Sendable {
     public init() {}
 
     /// Records one successful call; `milliseconds` is the client-observed latency.
-    public func record(_ operation: String, entry: String, servedBy: String, milliseconds: Double) {
-        let path = servedBy == entry ? "local" : "forwarded"
+    public func record(_ operation: String, entry: String, servedBy: String, fromStandby: Bool = false, milliseconds: Double) {
+        let path = fromStandby ? "standby" : servedBy == entry ? "local" : "forwarded"
         state.withLock { state in
             state.samples[OperationKey(operation: operation, path: path), default: []].append(milliseconds)
             if path == "forwarded" {
@@ -45,6 +50,20 @@ public final class LatencyRecorder: Sendable {
             }
         }
     }
+
+    /// Records how stale a standby answer was, from its `standby` object.
+    public func recordStandbyStaleness(_ standby: JSONValue?) {
+        let applied = standby?["appliedSeq"]?.integerValue ?? 0
+        let reported = standby?["homeLastSeq"]?.integerValue ?? applied
+        let gap = standby?["replicationGap"]?.boolValue == true
+        state.withLock { state in
+            state.standbyEntriesBehind.append(Double(max(0, reported - applied)))
+            if gap { state.standbyGaps += 1 }
+        }
+    }
+
+    public var standbyEntriesBehind: [Double] { state.withLock { $0.standbyEntriesBehind } }
+    public var standbyGaps: Int { state.withLock { $0.standbyGaps } }
 
     public func recordRetry() {
         state.withLock { $0.retries += 1 }

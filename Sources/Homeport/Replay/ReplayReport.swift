@@ -38,7 +38,7 @@ public struct ReplayReport: Sendable {
 
         let samples = outcome.recorder.samples
         rows = samples.keys.sorted().map { Row(key: $0, summary: LatencySummary(samples[$0]!)) }
-        local = LatencySummary(samples.filter { $0.key.path == "local" }.flatMap(\.value))
+        local = LatencySummary(samples.filter { $0.key.path != "forwarded" }.flatMap(\.value))
         forwarded = LatencySummary(samples.filter { $0.key.path == "forwarded" }.flatMap(\.value))
 
         var largest = 0.0
@@ -98,6 +98,18 @@ public struct ReplayReport: Sendable {
             lines.append("")
         }
 
+        let standbyReads = rows.filter { $0.key.path == "standby" }.map(\.summary.count).reduce(0, +)
+        if standbyReads > 0 || outcome.roamingRequests > 0 {
+            let behind = LatencySummary(outcome.recorder.standbyEntriesBehind)
+            lines.append("Stale-tolerant reads at the neighbour")
+            lines.append(
+                "  \(standbyReads) of \(outcome.roamingRequests) roaming tail reads were answered from a standby copy instead of the home")
+            lines.append(
+                "  entries behind the home's last report: p50 \(Int(behind.p50)), p99 \(Int(behind.p99)), max \(Int(behind.maximum)); with a known gap: \(outcome.recorder.standbyGaps)"
+            )
+            lines.append("")
+        }
+
         lines.append("Targets")
         lines.append(
             "  local session operations p99 \(Self.format(local.p99)) ms (target < \(Self.format(Self.localTargetMilliseconds)) ms): \(localTargetMet ? "met" : "missed")"
@@ -151,6 +163,9 @@ public struct ReplayReport: Sendable {
                 "forwardedP99Milliseconds": .number(forwardedBoundMilliseconds),
                 "forwardedMet": .bool(forwardedTargetMet),
             ]),
+            "standbyReads": .integer(Int64(rows.filter { $0.key.path == "standby" }.map(\.summary.count).reduce(0, +))),
+            "standbyEntriesBehind": LatencySummary(outcome.recorder.standbyEntriesBehind).json,
+            "standbyReadsWithGap": .integer(Int64(outcome.recorder.standbyGaps)),
             "sessionsVerified": .integer(Int64(outcome.sessionsVerified)),
             "sessionsMismatched": .integer(Int64(outcome.sessionsMismatched)),
         ])

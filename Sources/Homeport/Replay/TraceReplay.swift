@@ -22,6 +22,10 @@ public struct ReplayConfiguration: Sendable {
     /// over the interval to the next distinct timestamp. When false they start
     /// together, as a burst.
     public var spreadSharedTimestamps: Bool = true
+    /// When true, roaming reads of the buffer tail allow a stale answer from a
+    /// standby copy (`Homeport-Stale-Read: allow`), as a client that tolerates
+    /// invisible staleness would.
+    public var staleReadsWhenRoaming: Bool = true
 
     public init() {}
 
@@ -195,8 +199,12 @@ public final class TraceReplay: Sendable {
             }
             guard let session = handle else { return counters }
 
+            let allowStale = entry != home && configuration.staleReadsWhenRoaming
             _ = await call("read_tail", entry: entry, recorder: recorder) {
-                (try await self.client.readTurns(at: baseURL, session, tail: self.configuration.tailTurns), ())
+                let response = try await self.client.readTurns(
+                    at: baseURL, session, tail: self.configuration.tailTurns, allowStale: allowStale)
+                if response.servedFromStandby { recorder.recordStandbyStaleness(response.body["standby"]) }
+                return (response, ())
             }
 
             let userTokens = max(0, request.inputTokens - tokensInSession)
@@ -267,7 +275,9 @@ public final class TraceReplay: Sendable {
             do {
                 let (response, value) = try await body()
                 let milliseconds = (ContinuousClock.now - started).secondsValue * 1000
-                recorder.record(operation, entry: entry, servedBy: response.servedBy ?? entry, milliseconds: milliseconds)
+                recorder.record(
+                    operation, entry: entry, servedBy: response.servedBy ?? entry, fromStandby: response.servedFromStandby,
+                    milliseconds: milliseconds)
                 return value
             } catch {
                 let clientError = error as? HomeportClientError ?? .invalidResponse("\(error)")
