@@ -3,8 +3,8 @@ import Synchronization
 import Testing
 @testable import Homeport
 
-/// A one-connection TCP server on 127.0.0.1 that answers the first request
-/// and never answers the second, counting the requests it read.
+/// A TCP server on 127.0.0.1 that responds to the first request and never to
+/// the second, counting the requests it read.
 private final class SilentSecondAnswerServer: Sendable {
     let port: UInt16
     private let listener: Int32
@@ -66,7 +66,7 @@ private final class SilentSecondAnswerServer: Sendable {
         let first = try await client.send(HTTPRequest(method: "GET", path: "/one"), host: "127.0.0.1", port: server.port)
         #expect(first.status == 200)
 
-        // The second request goes out on the pooled connection and gets no answer.
+        // The second request goes out on the pooled connection and gets no response.
         let error = await #expect(throws: HTTPClientError.self) {
             try await client.send(HTTPRequest(method: "POST", path: "/two", body: Array("x".utf8)), host: "127.0.0.1", port: server.port)
         }
@@ -131,7 +131,7 @@ private final class StatusLog: Sendable {
         let statuses = StatusLog()
 
         // Eight keep-alive clients keep sending while the server shuts down;
-        // each request is answered 200 or 503, or its connection is refused.
+        // each request gets 200 or 503, or its connection is refused.
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<8 {
                 group.addTask {

@@ -5,7 +5,8 @@ import Synchronization
 /// exposition format (version 0.0.4).
 ///
 /// Label sets are kept in the order given; callers pass the same label names
-/// in the same order for one metric. Every update takes one short lock.
+/// in the same order for one metric. Every update takes the registry's lock
+/// twice, briefly (once to register the series, once to update it).
 public final class MetricsRegistry: Sendable {
     /// Upper bounds of the latency buckets, in seconds.
     public static let latencyBuckets: [Double] = [

@@ -83,7 +83,7 @@ extension APIRoute {
     /// `A-Z a-z 0-9 . _ : -`, safe in a path segment.
     static func isValidEntryName(_ text: String) -> Bool {
         let bytes = text.utf8
-        guard (1...128).contains(bytes.count) else { return false }
+        guard (1...128).contains(bytes.count), text != ".", text != ".." else { return false }
         return bytes.allSatisfy { byte in
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
@@ -96,7 +96,7 @@ extension APIRoute {
         }
     }
 
-    static let entryNameRule = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+    static let entryNameRule = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-', other than . and .."
 
     /// Parses `method` and `path`.
     ///

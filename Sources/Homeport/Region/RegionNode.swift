@@ -7,7 +7,7 @@ public struct RegionNodeConfiguration: Sendable {
     public var http: HTTPServerConfiguration
     /// How long a routing token stays valid after it is issued.
     public var tokenLifetime: Duration = .seconds(24 * 3600)
-    /// Decides which reads the neighbour may answer from its standby copy:
+    /// Decides which reads the neighbour may serve from its standby copy:
     /// kinds whose stale read is `invisible`, when the request sends
     /// `Homeport-Stale-Read: allow` or the row's `staleReadsAtNeighbour` is set.
     public var policy: PolicyTable = .defaultTable
@@ -29,10 +29,10 @@ public final class RegionNode: Sendable {
     public static let routeHeader = "Homeport-Route"
     public static let servedByHeader = "Homeport-Served-By"
     public static let requestIDHeader = "Homeport-Request-Id"
-    /// `allow` lets a read of an `invisible`-staleness kind be answered from a
-    /// standby copy at the neighbour instead of paying the hop to the home.
+    /// `allow` lets the neighbour serve a read of an `invisible`-staleness kind
+    /// from its standby copy instead of paying the hop to the home.
     public static let staleReadHeader = "Homeport-Stale-Read"
-    /// `standby` on a response answered from a standby copy.
+    /// `standby` on a response served from a standby copy.
     public static let servedFromHeader = "Homeport-Served-From"
     /// Set on a forwarded request; a node that is not the home rejects such a
     /// request instead of forwarding it again.
@@ -223,7 +223,7 @@ public final class RegionNode: Sendable {
     /// Answers a read from this node's standby copy when the policy and the
     /// request allow it and the copy exists; returns nil to forward instead.
     ///
-    /// The response says how stale it may be: the copy's position, the
+    /// The response states how stale it may be: the copy's position, the
     /// home's last reported position, whether a gap is known, and how long ago
     /// the home's last batch arrived.
     private func standbyRead(_ operation: SessionOperation, token: RoutingToken, request: HTTPRequest) throws -> HTTPResponse? {
@@ -265,7 +265,7 @@ public final class RegionNode: Sendable {
         return .json(200, body, headers: [(Self.servedByHeader, region), (Self.servedFromHeader, "standby")])
     }
 
-    /// Returns where this node's standby copy of a session of `home` stands, if it has one.
+    /// Returns the position of this node's standby copy of a session of `home`, if it has one.
     public func standbyPosition(of session: SessionID, home: String) -> StandbyReplica.Position? {
         standbys.withLock { $0[home]?.position(of: session) }
     }
@@ -301,7 +301,7 @@ public final class RegionNode: Sendable {
             request, from: region, to: home,
             extraHeaders: [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)])
         metrics.increment(
-            "homeport_forwarded_total", help: "Session requests forwarded to their home region and answered there.",
+            "homeport_forwarded_total", help: "Session requests forwarded to their home region that got a response from it.",
             labels: ["region": region, "home": home])
         return response
     }

@@ -22,6 +22,8 @@ struct SessionRequestHandler: Sendable {
 
         // The token was valid when signed, but must name this session's current
         // home epoch; an older epoch means the session has moved since.
+        // NOTE: this check is a read before the write, not part of it. Once
+        // takeover raises epochs, the store's writes must check the epoch atomically.
         guard info.tenant == token.tenant else {
             throw RoutingTokenError(.tenantMismatch, "session \(session) belongs to another tenant than the token names")
         }

@@ -3,8 +3,8 @@ import Synchronization
 /// Ships one home region's session mutations to its neighbour: the shell
 /// around `ReplicationOutbox` that performs its decisions.
 ///
-/// `enqueue` is called after each acknowledged local write and never waits:
-/// the client's answer does not depend on replication. A loop task cuts
+/// `enqueue` is called after each acknowledged local write and never waits,
+/// because the client's response does not depend on replication. A loop task cuts
 /// batches when they are due (size or age), sends up to
 /// `maximumBatchesInFlight` at once to the neighbour's
 /// `POST /internal/v1/replication`, and feeds each acknowledgement back to
@@ -72,7 +72,8 @@ public final class ReplicationShipper: Sendable {
         self.state = Mutex(State(outbox: try ReplicationOutbox(configuration: configuration)))
     }
 
-    /// Adds a mutation the home has stored. Never blocks or fails.
+    /// Adds a mutation the home has stored. It takes one short lock and cannot
+    /// fail: past the outbox's bound it asks for a snapshot instead.
     public func enqueue(_ entry: ReplicationEntry) {
         let now = clock.nowMilliseconds()
         let (action, wakeUp) = state.withLock { state in

@@ -8,9 +8,9 @@ public struct HTTPServerConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     /// TCP port; 0 picks a free ephemeral port (read it from `HTTPServer.port`).
     public var port: UInt16 = 0
-    /// Bodies larger than this are answered with 413 without reaching the handler.
+    /// Bodies larger than this get a 413 without reaching the handler.
     public var maximumBodyBytes: Int = 2 << 20
-    /// A handler that has not answered by then is answered with 504.
+    /// A request without a response by then gets a 504.
     public var requestTimeout: Duration = .seconds(30)
     /// Open connections beyond this are refused by libmicrohttpd.
     public var connectionLimit: UInt32 = 1024
@@ -203,7 +203,7 @@ public final class HTTPServer: Sendable {
 /// Percent-decodes a path or query argument in place, as libmicrohttpd's
 /// default does, except that `%00` stays encoded. The decoded text reaches
 /// Swift as a C string, so a decoded NUL would silently cut the path short
-/// (`values/x%00y` would become `values/x`); kept encoded, it fails validation.
+/// (`values/x%00y` would become `values/x`). Kept encoded, it fails validation.
 private let unescapeKeepingNUL: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafeMutablePointer<CChar>?) -> Int = {
     _, _, text in
     guard let text else { return 0 }

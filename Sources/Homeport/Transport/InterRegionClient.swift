@@ -89,7 +89,7 @@ public final class InterRegionClient: Sendable {
             case .invalidAddress, .connectFailed, .connectionClosed, .malformedResponse:
                 throw ForwardingError(
                     .homeUnreachable, region: destination,
-                    "the home region \"\(destination)\" could not be reached (\(error.detail)); retry with the same idempotency key")
+                    "the home region \"\(destination)\" could not be reached (\(error.code.rawValue)); retry with the same idempotency key")
             }
         }
 
