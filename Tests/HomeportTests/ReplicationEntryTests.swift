@@ -164,7 +164,9 @@ import Testing
         ])
 
         #expect(
-            throws: ReplicationError(.invalidValue, field: "entries[1].epoch", "field \"entries[1].epoch\" must be an integer, not number")
+            throws: ReplicationError(
+                .invalidValue, field: "entries[1].epoch",
+                "field \"entries[1].epoch\" must be a whole number from 0 to 9223372036854775807, got 1.5")
         ) {
             try ReplicationBatch(json: json)
         }

@@ -1,5 +1,9 @@
-/// The API's JSON shapes of session-local records. Times are milliseconds
-/// since the Unix epoch; every record carries its `epoch` and `seq`.
+/// The JSON shapes of session-local records. Times are milliseconds since
+/// the Unix epoch; every record carries its `epoch` and `seq`.
+///
+/// Replication sends turns, ledger entries and values in these shapes too, so
+/// a change to them is a change to the replication wire format, which
+/// `ReplicationJSON`'s decoders must accept.
 enum SessionJSON {
     static func session(_ info: SessionInfo) -> JSONValue {
         .object([
@@ -14,33 +18,32 @@ enum SessionJSON {
         ])
     }
 
-    /// Renders a turn without its content, for append responses. The caller
-    /// sent the content, and echoing up to 1 MiB back would double the cost.
+    /// Renders a turn without its content or metadata, for append responses.
+    /// The caller sent both, and echoing up to 1 MiB of content back would double the cost.
     static func appendedTurn(_ turn: Turn) -> JSONValue {
-        var fields: [String: JSONValue] = [
-            "seq": .integer(Int64(turn.stamp.seq)),
-            "epoch": .integer(Int64(turn.stamp.epoch)),
-            "role": .string(turn.role.rawValue),
-            "contentBytes": .integer(Int64(turn.content.utf8.count)),
-            "tokens": .integer(Int64(turn.tokens)),
-            "createdAt": .integer(turn.createdAtMilliseconds),
-        ]
-        if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
+        var fields = turnFields(turn)
+        fields["contentBytes"] = .integer(Int64(turn.content.utf8.count))
         return .object(fields)
     }
 
     static func turn(_ turn: Turn) -> JSONValue {
+        var fields = turnFields(turn)
+        fields["content"] = .string(turn.content)
+        fields["metadata"] = .object(turn.metadata.mapValues { .string($0) })
+        return .object(fields)
+    }
+
+    /// Builds the fields that both turn shapes carry.
+    private static func turnFields(_ turn: Turn) -> [String: JSONValue] {
         var fields: [String: JSONValue] = [
             "seq": .integer(Int64(turn.stamp.seq)),
             "epoch": .integer(Int64(turn.stamp.epoch)),
             "role": .string(turn.role.rawValue),
-            "content": .string(turn.content),
             "tokens": .integer(Int64(turn.tokens)),
             "createdAt": .integer(turn.createdAtMilliseconds),
-            "metadata": .object(turn.metadata.mapValues { .string($0) }),
         ]
         if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
-        return .object(fields)
+        return fields
     }
 
     static func ledgerEntry(_ entry: LedgerEntry) -> JSONValue {

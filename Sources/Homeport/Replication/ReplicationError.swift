@@ -25,5 +25,25 @@ public struct ReplicationError: Error, Sendable, Equatable, CustomStringConverti
         self.message = message
     }
 
+    /// Converts an error of the `JSONObjectReader` that decoded the message,
+    /// keeping its field path and detail. A wrong JSON type becomes `invalidValue`.
+    init(_ error: RequestError) {
+        let code: Code
+        switch error.code {
+        case .malformedJSON:
+            code = .malformedJSON
+        case .missingField:
+            code = .missingField
+        case .unknownField:
+            code = .unknownField
+        case .wrongType, .invalidValue:
+            code = .invalidValue
+        case .bodyTooLarge, .invalidPathParameter, .invalidQueryParameter, .routeNotFound, .methodNotAllowed:
+            // `JSONObjectReader` raises none of these, because they are HTTP routing errors.
+            code = .invalidValue
+        }
+        self.init(code, field: error.field, error.detail)
+    }
+
     public var description: String { "\(code.rawValue): \(message)" }
 }

@@ -12,8 +12,6 @@
 /// NOTE: because unknown fields are rejected, a release that adds a field
 /// must reach every region's decoder before any region sends it.
 extension ReplicationEntry {
-    private static let headerFields: Set<String> = ["session", "tenant", "home", "epoch", "seq", "kind"]
-
     public var json: JSONValue {
         var fields: [String: JSONValue] = [
             "session": .string(session.rawValue),
@@ -44,60 +42,58 @@ extension ReplicationEntry {
     /// - Parameter path: the entry's path inside a larger message, for errors.
     /// - Throws: `ReplicationError` naming the field at fault.
     public init(json: JSONValue, path: String = "") throws(ReplicationError) {
-        let object = try ReplicationJSONObject(json, path: path)
+        self = try ReplicationJSON.decoding { () throws(RequestError) in
+            try ReplicationEntry(reading: JSONObjectReader(json, path: path))
+        }
+    }
 
-        let sessionText = try object.string("session")
+    init(reading object: JSONObjectReader) throws(RequestError) {
+        var object = object
+
+        let sessionText = try object.string("session", maximumBytes: .max)
         guard let session = SessionID(sessionText) else {
-            throw object.invalid("session", "is not a session id (\(SessionID.allowedCharactersDescription))")
+            throw object.invalidValue("session", "is not a session id (\(SessionID.allowedCharactersDescription))")
         }
-        let tenantText = try object.string("tenant")
+        let tenantText = try object.string("tenant", maximumBytes: .max)
         guard let tenant = TenantID(tenantText) else {
-            throw object.invalid("tenant", "is not a tenant id (\(TenantID.allowedCharactersDescription))")
+            throw object.invalidValue("tenant", "is not a tenant id (\(TenantID.allowedCharactersDescription))")
         }
-        let home = try object.string("home")
-        guard !home.isEmpty else { throw object.invalid("home", "must name a region, but is empty") }
-        let stamp = SessionStamp(epoch: try object.unsignedInteger("epoch"), seq: try object.unsignedInteger("seq"))
+        let home = try object.string("home", maximumBytes: .max)
+        guard !home.isEmpty else { throw object.invalidValue("home", "must name a region, but is empty") }
+        let stamp = try ReplicationJSON.stamp(&object)
 
-        let kindText = try object.string("kind")
-        guard let kind = Kind(rawValue: kindText) else {
-            let known = Kind.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-            throw object.invalid("kind", "is \"\(kindText)\", but must be one of \(known)")
-        }
+        let kind: Kind = try ReplicationJSON.enumCase("kind", in: &object)
 
         let payload: Payload
         switch kind {
         case .sessionCreated:
-            try object.rejectUnknownFields(allowed: Self.headerFields.union(["createdAt"]))
-            payload = .sessionCreated(createdAtMilliseconds: try object.integer("createdAt"))
+            payload = .sessionCreated(createdAtMilliseconds: try object.integer("createdAt", in: ReplicationJSON.anyInteger))
         case .turnAppended:
-            try object.rejectUnknownFields(allowed: Self.headerFields.union(["turn"]))
             let turn = try ReplicationJSON.decodeTurn(object.object("turn"))
             try ReplicationJSON.checkStamp(turn.stamp, in: object, key: "turn", matches: stamp)
             payload = .turnAppended(turn)
         case .ledgerEntryWritten:
-            try object.rejectUnknownFields(allowed: Self.headerFields.union(["ledgerEntry"]))
             let entry = try ReplicationJSON.decodeLedgerEntry(object.object("ledgerEntry"))
             try ReplicationJSON.checkStamp(entry.stamp, in: object, key: "ledgerEntry", matches: stamp)
             payload = .ledgerEntryWritten(entry)
         case .valuePut:
-            try object.rejectUnknownFields(allowed: Self.headerFields.union(["value"]))
             let value = try ReplicationJSON.decodeValue(object.object("value"))
             try ReplicationJSON.checkStamp(value.stamp, in: object, key: "value", matches: stamp)
             payload = .valuePut(value)
         case .skipped:
-            try object.rejectUnknownFields(allowed: Self.headerFields)
             payload = .skipped
         case .snapshot:
-            try object.rejectUnknownFields(allowed: Self.headerFields.union(["snapshot"]))
             payload = .snapshot(try ReplicationJSON.decodeSnapshot(object.object("snapshot")))
         }
+        // Only the fields of this entry's kind were read, so a field of another kind is unknown here.
+        try object.finish()
 
         // Creation is position 0 and every mutation after it has a higher seq.
         switch kind {
         case .sessionCreated:
-            guard stamp.seq == 0 else { throw object.invalid("seq", "must be 0 for a session-created entry, but is \(stamp.seq)") }
+            guard stamp.seq == 0 else { throw object.invalidValue("seq", "must be 0 for a session-created entry, but is \(stamp.seq)") }
         case .turnAppended, .ledgerEntryWritten, .valuePut, .skipped:
-            guard stamp.seq >= 1 else { throw object.invalid("seq", "must be 1 or more for a \(kind) entry, but is 0") }
+            guard stamp.seq >= 1 else { throw object.invalidValue("seq", "must be 1 or more for a \(kind) entry, but is 0") }
         case .snapshot:
             break
         }
@@ -122,16 +118,17 @@ extension ReplicationBatch {
 
     /// - Throws: `ReplicationError` naming the field at fault, such as `entries[3].seq`.
     public init(json: JSONValue) throws(ReplicationError) {
-        let object = try ReplicationJSONObject(json, path: "")
-        try object.rejectUnknownFields(allowed: ["batch", "entries", "homeLastSeq"])
-
-        let id = ID(try object.unsignedInteger("batch"))
-        var entries: [ReplicationEntry] = []
-        for element in try object.array("entries") {
-            entries.append(try ReplicationEntry(json: element.value, path: element.path))
+        self = try ReplicationJSON.decoding { () throws(RequestError) in
+            var object = try JSONObjectReader(json)
+            let id = ID(try object.unsignedInteger("batch"))
+            var entries: [ReplicationEntry] = []
+            for element in try ReplicationJSON.objects("entries", in: &object) {
+                entries.append(try ReplicationEntry(reading: element))
+            }
+            let homeLastSeq = try ReplicationJSON.sessionPositions("homeLastSeq", in: &object)
+            try object.finish()
+            return ReplicationBatch(id: id, entries: entries, homeLastSeq: homeLastSeq)
         }
-        let homeLastSeq = try object.sessionPositions("homeLastSeq")
-        self.init(id: id, entries: entries, homeLastSeq: homeLastSeq)
     }
 
     /// Parses and decodes a batch from a request body.
@@ -153,10 +150,13 @@ extension ReplicationAcknowledgement {
 
     /// - Throws: `ReplicationError` naming the field at fault.
     public init(json: JSONValue) throws(ReplicationError) {
-        let object = try ReplicationJSONObject(json, path: "")
-        try object.rejectUnknownFields(allowed: ["batch", "positions"])
-        self.init(
-            batchID: ReplicationBatch.ID(try object.unsignedInteger("batch")), positions: try object.sessionPositions("positions"))
+        self = try ReplicationJSON.decoding { () throws(RequestError) in
+            var object = try JSONObjectReader(json)
+            let batchID = ReplicationBatch.ID(try object.unsignedInteger("batch"))
+            let positions = try ReplicationJSON.sessionPositions("positions", in: &object)
+            try object.finish()
+            return ReplicationAcknowledgement(batchID: batchID, positions: positions)
+        }
     }
 
     /// Parses and decodes an acknowledgement from a response body.
@@ -167,7 +167,16 @@ extension ReplicationAcknowledgement {
 }
 
 /// Encoders and decoders of the session records inside replication entries.
+///
+/// Decoding uses `JSONObjectReader`, whose `RequestError`s `decoding(_:)`
+/// converts to `ReplicationError`. It sets no size limits, because the home
+/// region enforced the API's limits when it accepted each write. As in the
+/// API, a null field counts as absent, except the free-form JSON fields
+/// `arguments`, `result` and a value's `value`, where null is data.
 enum ReplicationJSON {
+    /// The range of a JSON integer without a narrower rule, such as a time in milliseconds.
+    static let anyInteger: ClosedRange<Int64> = Int64.min...Int64.max
+
     static func parse(_ bytes: [UInt8]) throws(ReplicationError) -> JSONValue {
         do {
             return try JSONValue.parse(bytes)
@@ -176,101 +185,111 @@ enum ReplicationJSON {
         }
     }
 
+    /// Runs a decoder and converts the `RequestError` it raises to a `ReplicationError`.
+    static func decoding<Decoded>(_ decode: () throws(RequestError) -> Decoded) throws(ReplicationError) -> Decoded {
+        do {
+            return try decode()
+        } catch {
+            throw ReplicationError(error)
+        }
+    }
+
     /// Rejects a record whose stamp differs from its entry's: the entry of a
     /// single mutation is stamped with that mutation.
     static func checkStamp(
-        _ recordStamp: SessionStamp, in entry: ReplicationJSONObject, key: String, matches entryStamp: SessionStamp
-    ) throws(ReplicationError) {
+        _ recordStamp: SessionStamp, in entry: JSONObjectReader, key: String, matches entryStamp: SessionStamp
+    ) throws(RequestError) {
         guard recordStamp == entryStamp else {
-            throw ReplicationError(
-                .invalidValue, field: entry.path(of: key),
-                "field \"\(entry.path(of: key))\" is stamped \(recordStamp), but its entry is stamped \(entryStamp)")
+            throw entry.invalidValue(key, "is stamped \(recordStamp), but its entry is stamped \(entryStamp)")
         }
     }
 
-    static func turn(_ turn: Turn) -> JSONValue {
-        var fields: [String: JSONValue] = [
-            "epoch": .integer(Int64(turn.stamp.epoch)),
-            "seq": .integer(Int64(turn.stamp.seq)),
-            "role": .string(turn.role.rawValue),
-            "content": .string(turn.content),
-            "tokens": .integer(Int64(turn.tokens)),
-            "createdAt": .integer(turn.createdAtMilliseconds),
-            "metadata": .object(turn.metadata.mapValues { .string($0) }),
-        ]
-        if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
-        return .object(fields)
-    }
-
-    static func decodeTurn(_ object: ReplicationJSONObject) throws(ReplicationError) -> Turn {
-        try object.rejectUnknownFields(allowed: ["epoch", "seq", "role", "content", "tokens", "createdAt", "metadata", "idempotencyKey"])
-
-        let roleText = try object.string("role")
-        guard let role = TurnRole(rawValue: roleText) else {
-            let known = TurnRole.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-            throw object.invalid("role", "is \"\(roleText)\", but must be one of \(known)")
+    /// Reads an array field whose elements are objects, each with its path (`turns[2]`).
+    static func objects(_ key: String, in object: inout JSONObjectReader) throws(RequestError) -> [JSONObjectReader] {
+        let path = object.path(of: key)
+        var elements: [JSONObjectReader] = []
+        for (index, element) in try object.array(key, maximumCount: .max).enumerated() {
+            elements.append(try JSONObjectReader(element, path: "\(path)[\(index)]"))
         }
-        let tokens = try object.integer("tokens")
-        guard tokens >= 0, let tokenCount = Int(exactly: tokens) else {
-            throw object.invalid("tokens", "must be 0 or more, but is \(tokens)")
+        return elements
+    }
+
+    /// Reads a string field that names a case of `Value`, such as a turn role.
+    static func enumCase<Value: RawRepresentable & CaseIterable>(
+        _ key: String, in object: inout JSONObjectReader
+    ) throws(RequestError) -> Value where Value.RawValue == String {
+        let text = try object.string(key, maximumBytes: .max)
+        guard let value = Value(rawValue: text) else {
+            let known = Value.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            throw object.invalidValue(key, "is \"\(text)\", but must be one of \(known)")
         }
+        return value
+    }
 
-        let metadataObject = try object.object("metadata")
-        var metadata: [String: String] = [:]
-        for name in metadataObject.keys {
-            metadata[name] = try metadataObject.string(name)
+    /// Reads an object field keyed by session id, such as `positions`, whose
+    /// values are non-negative integers.
+    static func sessionPositions(_ key: String, in object: inout JSONObjectReader) throws(RequestError) -> [SessionID: UInt64] {
+        var members = try object.object(key)
+        var positions: [SessionID: UInt64] = [:]
+        for name in members.keys {
+            guard let session = SessionID(name) else {
+                throw RequestError(
+                    .invalidValue, field: members.path(of: name),
+                    detail:
+                        "key \"\(name)\" of field \"\(object.path(of: key))\" is not a session id (\(SessionID.allowedCharactersDescription))"
+                )
+            }
+            positions[session] = try members.unsignedInteger(name)
         }
-
-        return Turn(
-            stamp: try stamp(object), role: role, content: try object.string("content"), tokens: tokenCount,
-            createdAtMilliseconds: try object.integer("createdAt"), metadata: metadata,
-            idempotencyKey: try object.optionalString("idempotencyKey"))
+        return positions
     }
 
-    static func ledgerEntry(_ entry: LedgerEntry) -> JSONValue {
-        var fields: [String: JSONValue] = [
-            "callId": .string(entry.callID),
-            "name": .string(entry.name),
-            "arguments": entry.arguments,
-            "status": .string(entry.status.rawValue),
-            "epoch": .integer(Int64(entry.stamp.epoch)),
-            "seq": .integer(Int64(entry.stamp.seq)),
-            "updatedAt": .integer(entry.updatedAtMilliseconds),
-        ]
-        if let result = entry.result { fields["result"] = result }
-        return .object(fields)
+    // Records travel in the API's full shapes (`SessionJSON`), which carry
+    // every field a standby needs, including content, metadata and the
+    // idempotency key. The decoders below read exactly those fields.
+
+    static func turn(_ turn: Turn) -> JSONValue { SessionJSON.turn(turn) }
+
+    static func ledgerEntry(_ entry: LedgerEntry) -> JSONValue { SessionJSON.ledgerEntry(entry) }
+
+    static func value(_ value: SessionValue) -> JSONValue { SessionJSON.value(value) }
+
+    static func decodeTurn(_ object: JSONObjectReader) throws(RequestError) -> Turn {
+        var object = object
+
+        let role: TurnRole = try enumCase("role", in: &object)
+        let tokens = Int(try object.integer("tokens", in: 0...Int64(Int.max)))
+        let metadata = try object.stringMap("metadata", maximumEntries: .max, maximumBytes: .max)
+
+        let turn = Turn(
+            stamp: try stamp(&object), role: role, content: try object.string("content", maximumBytes: .max), tokens: tokens,
+            createdAtMilliseconds: try object.integer("createdAt", in: anyInteger), metadata: metadata,
+            idempotencyKey: try object.optionalString("idempotencyKey", maximumBytes: .max))
+        try object.finish()
+        return turn
     }
 
-    static func decodeLedgerEntry(_ object: ReplicationJSONObject) throws(ReplicationError) -> LedgerEntry {
-        try object.rejectUnknownFields(allowed: ["callId", "name", "arguments", "status", "result", "epoch", "seq", "updatedAt"])
+    static func decodeLedgerEntry(_ object: JSONObjectReader) throws(RequestError) -> LedgerEntry {
+        var object = object
 
-        let statusText = try object.string("status")
-        guard let status = LedgerStatus(rawValue: statusText) else {
-            let known = LedgerStatus.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-            throw object.invalid("status", "is \"\(statusText)\", but must be one of \(known)")
-        }
+        let status: LedgerStatus = try enumCase("status", in: &object)
 
-        return LedgerEntry(
-            callID: try object.string("callId"), name: try object.string("name"), arguments: try object.value("arguments"),
-            status: status, result: object.optionalValue("result"), stamp: try stamp(object),
-            updatedAtMilliseconds: try object.integer("updatedAt"))
+        // A stored null result is sent as `"result": null` and must stay null, not become absent.
+        let entry = LedgerEntry(
+            callID: try object.string("callId", maximumBytes: .max), name: try object.string("name", maximumBytes: .max),
+            arguments: try object.value("arguments"), status: status, result: object.valueIfPresent("result"),
+            stamp: try stamp(&object), updatedAtMilliseconds: try object.integer("updatedAt", in: anyInteger))
+        try object.finish()
+        return entry
     }
 
-    static func value(_ value: SessionValue) -> JSONValue {
-        .object([
-            "name": .string(value.name),
-            "value": value.value,
-            "epoch": .integer(Int64(value.stamp.epoch)),
-            "seq": .integer(Int64(value.stamp.seq)),
-            "updatedAt": .integer(value.updatedAtMilliseconds),
-        ])
-    }
-
-    static func decodeValue(_ object: ReplicationJSONObject) throws(ReplicationError) -> SessionValue {
-        try object.rejectUnknownFields(allowed: ["name", "value", "epoch", "seq", "updatedAt"])
-        return SessionValue(
-            name: try object.string("name"), value: try object.value("value"), stamp: try stamp(object),
-            updatedAtMilliseconds: try object.integer("updatedAt"))
+    static func decodeValue(_ object: JSONObjectReader) throws(RequestError) -> SessionValue {
+        var object = object
+        let value = SessionValue(
+            name: try object.string("name", maximumBytes: .max), value: try object.value("value"), stamp: try stamp(&object),
+            updatedAtMilliseconds: try object.integer("updatedAt", in: anyInteger))
+        try object.finish()
+        return value
     }
 
     static func snapshot(_ snapshot: SessionSnapshot) -> JSONValue {
@@ -282,41 +301,39 @@ enum ReplicationJSON {
         ])
     }
 
-    static func decodeSnapshot(_ object: ReplicationJSONObject) throws(ReplicationError) -> SessionSnapshot {
-        try object.rejectUnknownFields(allowed: ["createdAt", "turns", "ledger", "values"])
+    static func decodeSnapshot(_ object: JSONObjectReader) throws(RequestError) -> SessionSnapshot {
+        var object = object
 
         var turns: [Turn] = []
-        for element in try object.array("turns") {
-            turns.append(try decodeTurn(ReplicationJSONObject(element.value, path: element.path)))
+        for element in try objects("turns", in: &object) {
+            turns.append(try decodeTurn(element))
         }
         var ledger: [LedgerEntry] = []
         var callIDs: Set<String> = []
-        for element in try object.array("ledger") {
-            let entry = try decodeLedgerEntry(ReplicationJSONObject(element.value, path: element.path))
+        for element in try objects("ledger", in: &object) {
+            let entry = try decodeLedgerEntry(element)
             guard callIDs.insert(entry.callID).inserted else {
-                throw ReplicationError(
-                    .invalidValue, field: "\(element.path).callId",
-                    "field \"\(element.path).callId\" repeats call id \"\(entry.callID)\"; a snapshot has one entry per call")
+                throw element.invalidValue("callId", "repeats call id \"\(entry.callID)\"; a snapshot has one entry per call")
             }
             ledger.append(entry)
         }
         var values: [SessionValue] = []
         var names: Set<String> = []
-        for element in try object.array("values") {
-            let value = try decodeValue(ReplicationJSONObject(element.value, path: element.path))
+        for element in try objects("values", in: &object) {
+            let value = try decodeValue(element)
             guard names.insert(value.name).inserted else {
-                throw ReplicationError(
-                    .invalidValue, field: "\(element.path).name",
-                    "field \"\(element.path).name\" repeats value name \"\(value.name)\"; a snapshot has one value per name")
+                throw element.invalidValue("name", "repeats value name \"\(value.name)\"; a snapshot has one value per name")
             }
             values.append(value)
         }
 
-        return SessionSnapshot(
-            createdAtMilliseconds: try object.integer("createdAt"), turns: turns, ledger: ledger, values: values)
+        let snapshot = SessionSnapshot(
+            createdAtMilliseconds: try object.integer("createdAt", in: anyInteger), turns: turns, ledger: ledger, values: values)
+        try object.finish()
+        return snapshot
     }
 
-    private static func stamp(_ object: ReplicationJSONObject) throws(ReplicationError) -> SessionStamp {
+    static func stamp(_ object: inout JSONObjectReader) throws(RequestError) -> SessionStamp {
         SessionStamp(epoch: try object.unsignedInteger("epoch"), seq: try object.unsignedInteger("seq"))
     }
 }

@@ -68,6 +68,12 @@ public struct JSONObjectReader {
         return try JSONObjectReader(value)
     }
 
+    /// The field names, sorted, for objects keyed by data such as session ids.
+    public var keys: [String] { fields.keys.sorted() }
+
+    /// Returns the path of `key` as errors name it, such as `refs[2].block`.
+    public func path(of key: String) -> String { name(key) }
+
     private func name(_ key: String) -> String { pathPrefix + key }
 
     private mutating func take(_ key: String) -> JSONValue? {
@@ -132,6 +138,11 @@ public struct JSONObjectReader {
         return number
     }
 
+    /// Reads a non-negative integer, such as an epoch or a seq.
+    public mutating func unsignedInteger(_ key: String) throws(RequestError) -> UInt64 {
+        UInt64(try integer(key, in: 0...Int64.max))
+    }
+
     public mutating func optionalArray(_ key: String, maximumCount: Int) throws(RequestError) -> [JSONValue]? {
         guard let value = take(key) else { return nil }
         guard case .array(let elements) = value else { throw wrongType(key, value, "an array") }
@@ -162,6 +173,23 @@ public struct JSONObjectReader {
         return value
     }
 
+    /// Reads any JSON value, null included, and returns nil only when the field is absent.
+    public mutating func valueIfPresent(_ key: String) -> JSONValue? {
+        readKeys.insert(key)
+        return fields[key]
+    }
+
+    /// Reads a nested object, whose errors name its fields by their full path.
+    public mutating func object(_ key: String) throws(RequestError) -> JSONObjectReader {
+        try JSONObjectReader(value(key), path: name(key))
+    }
+
+    /// Returns an `invalidValue` error naming the field, for a check the caller makes.
+    /// `problem` continues the sentence `field "key" …`.
+    public func invalidValue(_ key: String, _ problem: String) -> RequestError {
+        RequestError(.invalidValue, field: name(key), detail: "field \"\(name(key))\" \(problem)")
+    }
+
     /// A JSON object whose values are all strings (turn metadata), with limits.
     public mutating func optionalStringMap(
         _ key: String, maximumEntries: Int, maximumBytes: Int
@@ -190,6 +218,15 @@ public struct JSONObjectReader {
                 detail: "field \"\(name(key))\" holds \(bytes) bytes; the maximum is \(maximumBytes)")
         }
         return result
+    }
+
+    public mutating func stringMap(
+        _ key: String, maximumEntries: Int, maximumBytes: Int
+    ) throws(RequestError) -> [String: String] {
+        guard let map = try optionalStringMap(key, maximumEntries: maximumEntries, maximumBytes: maximumBytes) else {
+            throw missing(key, "an object of strings")
+        }
+        return map
     }
 
     /// Rejects every field that no accessor read.
