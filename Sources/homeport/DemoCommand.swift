@@ -114,7 +114,7 @@ enum DemoCommand {
         }
         let cluster = try EmbeddedCluster(
             topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger, replication: replication)
-        try cluster.start()
+        try await cluster.start()
         var baseURLs: [String: String] = [:]
         for region in topology.regionNames {
             baseURLs[region] = cluster.baseURL(of: region)

@@ -73,6 +73,9 @@ enum ServeCommand {
         }
 
         let clock = SystemClock()
+        // NOTE: serve runs without region leases (no fencing): its regions may
+        // run in separate processes, which need a shared linearizable store
+        // such as etcd, and only the in-process embedded store exists so far.
         let peers = InterRegionClient(topology: topology, clock: clock)
         let metrics = MetricsRegistry()
         var nodes: [RegionNode] = []

@@ -11,7 +11,7 @@ import Testing
             latency: latency)
         let cluster = try EmbeddedCluster(
             topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding))
-        try cluster.start()
+        try await cluster.start()
         do {
             let result = try await body(cluster, topology)
             await cluster.shutdown()
@@ -127,7 +127,7 @@ import Testing
         let cluster = try EmbeddedCluster(
             topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
             replication: replication)
-        try cluster.start()
+        try await cluster.start()
         let baseURLs = Dictionary(uniqueKeysWithValues: topology.regionNames.map { ($0, cluster.baseURL(of: $0)!) })
         let outcome = await TraceReplay(
             trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration
@@ -178,7 +178,7 @@ import Testing
         let cluster = try EmbeddedCluster(
             topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
             replication: replication)
-        try cluster.start()
+        try await cluster.start()
         let client = HomeportClient()
         let home = cluster.baseURL(of: "us-east")!
         let neighbour = cluster.baseURL(of: "us-west")!

@@ -10,6 +10,8 @@ public final class EmbeddedCluster: Sendable {
     public let peers: InterRegionClient
     public let metrics: MetricsRegistry
     public let keyRing: TokenKeyRing
+    /// The linearizable store that holds the region leases, shared by all regions.
+    public let linearizableStore: EmbeddedLinearizableStore?
 
     /// Builds one node per region of `topology` (ports 0 bind ephemeral ports).
     ///
@@ -21,7 +23,8 @@ public final class EmbeddedCluster: Sendable {
         clock: any WallClock = SystemClock(),
         logger: Logger,
         http: HTTPServerConfiguration = HTTPServerConfiguration(),
-        replication: ReplicationOutbox.Configuration? = ReplicationOutbox.Configuration()
+        replication: ReplicationOutbox.Configuration? = ReplicationOutbox.Configuration(),
+        lease: RegionLease.Configuration? = RegionLease.Configuration()
     ) throws(ConfigurationError) {
         self.topology = topology
         self.keyRing = keyRing
@@ -29,6 +32,8 @@ public final class EmbeddedCluster: Sendable {
         let peers = InterRegionClient(topology: topology, clock: clock)
         self.metrics = metrics
         self.peers = peers
+        let linearizableStore = lease.map { _ in EmbeddedLinearizableStore(clock: clock, logger: logger) }
+        self.linearizableStore = linearizableStore
         var nodes: [RegionNode] = []
         for endpoint in topology.regions {
             var configuration = RegionNodeConfiguration(region: endpoint.name, http: http)
@@ -41,16 +46,25 @@ public final class EmbeddedCluster: Sendable {
                     region: endpoint.name, neighbour: neighbour, configuration: replication, peers: peers, store: store,
                     keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
             }
+            var keeper: RegionLeaseKeeper?
+            if let lease, let linearizableStore {
+                keeper = try RegionLeaseKeeper(
+                    region: endpoint.name, configuration: lease, store: linearizableStore, clock: clock, logger: logger)
+            }
             nodes.append(
                 RegionNode(
                     configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
-                    clock: clock, logger: logger, replication: shipper))
+                    clock: clock, logger: logger, replication: shipper, leaseKeeper: keeper))
         }
         self.nodes = nodes
     }
 
-    /// Starts every node and records the ports they bound.
-    public func start() throws(HTTPServerError) {
+    /// Takes every region's lease, then starts every node and records the ports they bound.
+    public func start() async throws(HTTPServerError) {
+        for node in nodes {
+            await node.leaseKeeper?.step()
+            node.leaseKeeper?.start()
+        }
         for node in nodes {
             let port = try node.start()
             peers.setPort(port, of: node.region)
@@ -72,6 +86,7 @@ public final class EmbeddedCluster: Sendable {
     public func shutdown() async {
         for node in nodes {
             await node.replication?.stop()
+            await node.leaseKeeper?.stop()
         }
         for node in nodes {
             await node.shutdown()

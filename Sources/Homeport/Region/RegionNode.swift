@@ -50,6 +50,9 @@ public final class RegionNode: Sendable {
     private let server: HTTPServer
     /// Ships this region's mutations to its neighbour; nil without a neighbour.
     public let replication: ReplicationShipper?
+    /// The region's lease; while it is not valid, home sessions are not served.
+    /// Nil runs without fencing (no linearizable store configured).
+    public let leaseKeeper: RegionLeaseKeeper?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
@@ -65,10 +68,12 @@ public final class RegionNode: Sendable {
         metrics: MetricsRegistry,
         clock: any WallClock,
         logger: Logger,
-        replication: ReplicationShipper? = nil
+        replication: ReplicationShipper? = nil,
+        leaseKeeper: RegionLeaseKeeper? = nil
     ) {
         self.region = configuration.region
         self.replication = replication
+        self.leaseKeeper = leaseKeeper
         self.standbys = Mutex([:])
         self.standbyConfiguration = StandbyReplica.Configuration(limits: limits)
         self.configuration = configuration
@@ -130,12 +135,14 @@ public final class RegionNode: Sendable {
                 response = try applyReplicationBatch(request)
             case .createSession(let tenant):
                 labels = ("session", "create", "local")
+                try requireLease()
                 response = try await createSession(tenant: tenant, request: request)
             case .session(let tenant, let session, let operation):
                 labels = (operation.kind, operation.name, "local")
                 let token = try verifyToken(request, tenant: tenant, session: session)
                 if token.home == region {
                     do {
+                        try requireLease()
                         response = try await sessions.handle(operation, session: session, token: token, request: request)
                     } catch {
                         response = problemResponse(for: error, request: request, requestID: requestID)
@@ -189,6 +196,11 @@ public final class RegionNode: Sendable {
             body = .object(fields)
         }
         return .json(201, body, headers: [(Self.routeHeader, signed), (Self.servedByHeader, region)])
+    }
+
+    /// Throws `RegionFencedError` unless the region holds a valid lease.
+    private func requireLease() throws(RegionFencedError) {
+        guard leaseKeeper?.canServe() ?? true else { throw RegionFencedError(region: region) }
     }
 
     /// Applies a batch from a home region to its standby copies and returns the acknowledgement.

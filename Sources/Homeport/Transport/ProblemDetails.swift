@@ -67,6 +67,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as ForwardingError:
             return from(error)
+        case let error as RegionFencedError:
+            return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         default:
             return ProblemDetails(
                 status: 500, type: "internal-error", title: "Internal error",
