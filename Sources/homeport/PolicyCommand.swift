@@ -58,12 +58,12 @@ enum PolicyCommand {
 }
 
 /// The part of the table's paths that this build runs.
-// NOTE: drop each clause as neighbour replication, the eventually-global tier
-// and the linearizable tier land.
+// NOTE: drop the second sentence as the eventually-global and the
+// linearizable tier land.
 let buildScopeNote = """
-    This build serves the session-local kinds from the home region's store and forwards to it.
-    Neighbour replication, the eventually-global tier and the linearizable tier are validated
-    and shown above as the path each kind will take, but are not running yet.
+    This build serves the session-local kinds from the home region's store, forwards to it, and
+    replicates them lazily to the neighbour. The eventually-global kinds and the quota and billing
+    kinds are validated and shown above as the path each will take, but are not running yet.
     """
 
 func printError(_ message: String) {
