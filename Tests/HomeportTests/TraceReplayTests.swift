@@ -107,6 +107,24 @@ import Testing
     }
 }
 
+/// Starts us-east, us-west and eu-west, 1 ms apart, replicating with the given batch delay.
+private func startReplicatingCluster(batchDelayMilliseconds: Int64) async throws -> EmbeddedCluster {
+    let topology = try RegionTopology(
+        regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
+        latency: LatencyMatrix(
+            oneWay: [
+                RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
+                RegionPair("us-west", "eu-west"): .milliseconds(1),
+            ], jitterFraction: 0))
+    var replication = ReplicationOutbox.Configuration()
+    replication.maximumBatchDelayMilliseconds = batchDelayMilliseconds
+    let cluster = try EmbeddedCluster(
+        topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
+        replication: replication)
+    try await cluster.start()
+    return cluster
+}
+
 @Suite struct ReplicationWiringTests {
     @Test func standbyMatchesHomeAfterReplay() async throws {
         let trace = SyntheticWorkload.generate(seed: 11, requestCount: 200, durationMilliseconds: 30_000)
@@ -115,19 +133,8 @@ import Testing
         configuration.timeCompression = 600
         configuration.toolCallShare = 0.5
 
-        let topology = try RegionTopology(
-            regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
-            latency: LatencyMatrix(
-                oneWay: [
-                    RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
-                    RegionPair("us-west", "eu-west"): .milliseconds(1),
-                ], jitterFraction: 0))
-        var replication = ReplicationOutbox.Configuration()
-        replication.maximumBatchDelayMilliseconds = 5
-        let cluster = try EmbeddedCluster(
-            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
-            replication: replication)
-        try await cluster.start()
+        let cluster = try await startReplicatingCluster(batchDelayMilliseconds: 5)
+        let topology = cluster.topology
         let baseURLs = Dictionary(uniqueKeysWithValues: topology.regionNames.map { ($0, cluster.baseURL(of: $0)!) })
         let outcome = await TraceReplay(
             trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration
@@ -166,19 +173,7 @@ import Testing
 
 @Suite struct StaleReadTests {
     @Test func neighbourAnswersAllowedReadFromStandby() async throws {
-        let topology = try RegionTopology(
-            regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
-            latency: LatencyMatrix(
-                oneWay: [
-                    RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
-                    RegionPair("us-west", "eu-west"): .milliseconds(1),
-                ], jitterFraction: 0))
-        var replication = ReplicationOutbox.Configuration()
-        replication.maximumBatchDelayMilliseconds = 2
-        let cluster = try EmbeddedCluster(
-            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
-            replication: replication)
-        try await cluster.start()
+        let cluster = try await startReplicatingCluster(batchDelayMilliseconds: 2)
         let client = HomeportClient()
         let home = cluster.baseURL(of: "us-east")!
         let neighbour = cluster.baseURL(of: "us-west")!
