@@ -17,13 +17,19 @@ enum ServeCommand {
           --keys FILE        routing token keys: {"signingKeyID": "k1", "keys": {"k1": "<base64url>"}};
                              default: a fresh random key, so tokens do not survive a restart
                              and other processes cannot verify them
+          --data-dir DIR     keep each region's session log in DIR/<region>.log and rebuild its
+                             sessions from it at start; without it sessions live in memory only
+          --fsync POLICY     always (fsync before every acknowledgement) or periodic (the
+                             default: every write reaches the file before it is acknowledged,
+                             so a killed process loses nothing, and fsync runs with a write at
+                             least a second after the previous fsync)
           --log-level LEVEL  debug, info, warning or error (default info)
         """
 
     static func run(_ arguments: [String]) async -> Int32 {
         do {
             let options = try CommandLineOptions(
-                arguments, valued: ["topology", "region", "policy", "keys", "log-level"], switches: ["help"])
+                arguments, valued: ["topology", "region", "policy", "keys", "log-level", "data-dir", "fsync"], switches: ["help"])
             if options.has("help") {
                 print(usage)
                 return 0
@@ -72,6 +78,22 @@ enum ServeCommand {
             logger.warning("no --keys file: signing with a fresh random key", ["keyID": keyRing.signingKeyID])
         }
 
+        let fsyncPolicy: FsyncPolicy
+        switch options.string("fsync") ?? "periodic" {
+        case "always": fsyncPolicy = .always
+        case "periodic": fsyncPolicy = .periodic(.seconds(1))
+        case let other:
+            throw CommandLineOptions.UsageError(description: "--fsync must be always or periodic, got \"\(other)\"")
+        }
+        let dataDirectory = options.string("data-dir")
+        if let dataDirectory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dataDirectory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw CommandLineOptions.UsageError(
+                    description: "--data-dir \(dataDirectory) is not an existing directory; create it first")
+            }
+        }
+
         let clock = SystemClock()
         // NOTE: serve runs without region leases (no fencing): its regions may
         // run in separate processes, which need a shared linearizable store
@@ -85,6 +107,15 @@ enum ServeCommand {
             configuration.http.host = endpoint.host
             configuration.http.port = endpoint.port
             let store = MemorySessionStore(limits: limits)
+            var sessionLog: SessionLog?
+            if let dataDirectory {
+                let path = (dataDirectory as NSString).appendingPathComponent("\(region).log")
+                let entries = try SessionLog.recover(path: path)
+                let sessions = try SessionLog.rebuildSessions(from: entries, region: region, limits: limits)
+                store.restore(sessions)
+                logger.info("session log recovered", ["region": region, "entries": "\(entries.count)", "sessions": "\(sessions.count)"])
+                sessionLog = try SessionLog(path: path, policy: fsyncPolicy, clock: clock)
+            }
             let shipper = try topology.neighbour(of: region).map { neighbour throws in
                 try ReplicationShipper(
                     region: region, neighbour: neighbour, configuration: ReplicationOutbox.Configuration(), peers: peers,
@@ -92,7 +123,7 @@ enum ServeCommand {
             }
             let node = RegionNode(
                 configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
-                clock: clock, logger: logger, replication: shipper)
+                clock: clock, logger: logger, replication: shipper, sessionLog: sessionLog)
             peers.setPort(try node.start(), of: region)
             nodes.append(node)
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Homeport
 
 /// Runs the built `homeport` executable as a user would and checks its output and exit status.
 @Suite struct CommandLineTests {
@@ -106,5 +107,74 @@ import Testing
         let result = try Self.run(["launch"])
         #expect(result.status == 2)
         #expect(result.error.contains("unknown command \"launch\""))
+    }
+}
+
+@Suite struct ServeCrashRecoveryTests {
+    /// Starts `homeport serve` on an ephemeral port and returns the process and the port from its log.
+    static func startServe(topology: String, keys: String, dataDirectory: String) throws -> (Process, UInt16, Pipe) {
+        let process = Process()
+        process.executableURL = try CommandLineTests.executable()
+        process.arguments = ["serve", "--topology", topology, "--keys", keys, "--data-dir", dataDirectory, "--log-level", "info"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+
+        // The node logs its bound port as a JSON line once it listens.
+        var buffered = ""
+        while true {
+            let chunk = errors.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw CocoaError(.fileReadUnknown) }
+            buffered += String(decoding: chunk, as: UTF8.self)
+            for line in buffered.split(separator: "\n") where line.contains("region node started") {
+                let json = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
+                if let port = json?["port"].flatMap(UInt16.init) { return (process, port, errors) }
+            }
+        }
+    }
+
+    @Test func killedNodeRestartsWithEveryAcknowledgedWrite() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("homeport-crash-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let topology = directory.appendingPathComponent("topology.json").path
+        let keys = directory.appendingPathComponent("keys.json").path
+        try Data(#"{"regions": [{"name": "us-east", "host": "127.0.0.1", "port": 0}], "latency": {"oneWayMilliseconds": []}}"#.utf8)
+            .write(to: URL(fileURLWithPath: topology))
+        let key = Base64URL.encode(try SecureRandom.bytes(count: 32))
+        try Data(#"{"signingKeyID": "k1", "keys": {"k1": "\#(key)"}}"#.utf8).write(to: URL(fileURLWithPath: keys))
+
+        var (process, port, _) = try Self.startServe(topology: topology, keys: keys, dataDirectory: directory.path)
+        let client = HomeportClient()
+        var baseURL = "http://127.0.0.1:\(port)"
+        let (session, _) = try await client.createSession(at: baseURL, tenant: "acme")
+        for index in 0..<50 {
+            _ = try await client.appendTurn(
+                at: baseURL, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")
+        }
+
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal)
+
+        (process, port, _) = try Self.startServe(topology: topology, keys: keys, dataDirectory: directory.path)
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        baseURL = "http://127.0.0.1:\(port)"
+
+        let read = try await client.readTurns(at: baseURL, session, tail: nil)
+        let turns = read.body["turns"]?.arrayValue ?? []
+        #expect(turns.count == 50)
+        #expect(turns.last?["content"]?.stringValue == "turn 49")
+        #expect(read.body["lastSeq"]?.integerValue == 50)
+
+        // A retry of an acknowledged append is still recognised after the restart.
+        let retry = try await client.appendTurn(at: baseURL, session, role: "user", content: "turn 49", tokens: 2, idempotencyKey: "k49")
+        #expect(retry.replayed)
+        let next = try await client.appendTurn(at: baseURL, session, role: "user", content: "turn 50", tokens: 2, idempotencyKey: "k50")
+        #expect(next.body["turn"]?["seq"]?.integerValue == 51)
     }
 }

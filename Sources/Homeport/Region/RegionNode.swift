@@ -53,6 +53,8 @@ public final class RegionNode: Sendable {
     /// The region's lease; while it is not valid, home sessions are not served.
     /// Nil runs without fencing (no linearizable store configured).
     public let leaseKeeper: RegionLeaseKeeper?
+    /// The durable log of this region's session mutations; nil keeps them in memory only.
+    private let sessionLog: SessionLog?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
@@ -69,8 +71,10 @@ public final class RegionNode: Sendable {
         clock: any WallClock,
         logger: Logger,
         replication: ReplicationShipper? = nil,
-        leaseKeeper: RegionLeaseKeeper? = nil
+        leaseKeeper: RegionLeaseKeeper? = nil,
+        sessionLog: SessionLog? = nil
     ) {
+        self.sessionLog = sessionLog
         self.region = configuration.region
         self.replication = replication
         self.leaseKeeper = leaseKeeper
@@ -83,7 +87,7 @@ public final class RegionNode: Sendable {
         self.metrics = metrics
         self.clock = clock
         self.logger = logger.with(["region": configuration.region])
-        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock, replication: replication)
+        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock, replication: replication, log: sessionLog)
 
         let handler = NodeHandlerBox()
         self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
@@ -186,7 +190,9 @@ public final class RegionNode: Sendable {
             session: session, tenant: tenant, home: region, epoch: info.epoch, issuedAt: now / 1000,
             expiresAt: now / 1000 + configuration.tokenLifetime.wholeMilliseconds / 1000)
         let signed = keyRing.sign(token)
-        replication?.enqueue(.sessionCreated(info))
+        let created = ReplicationEntry.sessionCreated(info)
+        try sessionLog?.append(created)
+        replication?.enqueue(created)
 
         logger.debug("session created", ["session": session.rawValue, "tenant": tenant.rawValue, "epoch": "\(info.epoch)"])
         var body = SessionJSON.session(info)

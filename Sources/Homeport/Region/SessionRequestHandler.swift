@@ -14,6 +14,9 @@ struct SessionRequestHandler: Sendable {
     let clock: any WallClock
     /// Receives every stored mutation for the neighbour; nil when nothing replicates.
     let replication: ReplicationShipper?
+    /// Makes every stored mutation durable before it is acknowledged; nil keeps
+    /// the store in memory only.
+    let log: SessionLog?
 
     func handle(
         _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
@@ -45,7 +48,7 @@ struct SessionRequestHandler: Sendable {
             let draft = try parseTurnDraft(request)
             let result = try await store.appendTurn(session, draft, nowMilliseconds: now)
             if !result.replayed {
-                replicate(info, result.turn.stamp, .turnAppended(result.turn))
+                try record(info, result.turn.stamp, .turnAppended(result.turn))
             }
             let body: JSONValue = .object(["turn": SessionJSON.appendedTurn(result.turn), "replayed": .bool(result.replayed)])
             return .json(result.replayed ? 200 : 201, body, headers: result.replayed ? [("Idempotent-Replayed", "true")] : [])
@@ -73,7 +76,7 @@ struct SessionRequestHandler: Sendable {
             let write = try parseLedgerWrite(request, callID: callID)
             let result = try await store.writeLedgerEntry(session, write, nowMilliseconds: now)
             if result.applied {
-                replicate(info, result.entry.stamp, .ledgerEntryWritten(result.entry))
+                try record(info, result.entry.stamp, .ledgerEntryWritten(result.entry))
             }
             return .json(200, .object(["entry": SessionJSON.ledgerEntry(result.entry), "applied": .bool(result.applied)]))
 
@@ -88,7 +91,7 @@ struct SessionRequestHandler: Sendable {
             // KV-cache refs are recomputable and not replicated; the neighbour
             // still learns their position so its copy stays contiguous.
             if let stamp = stored.first?.stamp {
-                replicate(info, stamp, .skipped)
+                try record(info, stamp, .skipped)
             }
             return .json(200, .object(["refs": .array(stored.map(SessionJSON.kvCacheRef))]))
 
@@ -112,7 +115,7 @@ struct SessionRequestHandler: Sendable {
             let value = try reader.value("value")
             try reader.finish()
             let stored = try await store.putValue(session, name: name, value: value, nowMilliseconds: now)
-            replicate(info, stored.stamp, .valuePut(stored))
+            try record(info, stored.stamp, .valuePut(stored))
             return .json(200, SessionJSON.value(stored))
 
         case .readValue(let name):
@@ -121,8 +124,13 @@ struct SessionRequestHandler: Sendable {
         }
     }
 
-    private func replicate(_ info: SessionInfo, _ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) {
-        replication?.enqueue(ReplicationEntry(session: info.id, tenant: info.tenant, home: info.home, stamp: stamp, payload: payload))
+    /// Logs a stored mutation (when a log is configured) and queues it for
+    /// the neighbour. The log write comes first and must succeed before the
+    /// client's write is acknowledged.
+    private func record(_ info: SessionInfo, _ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) throws(SessionLogError) {
+        let entry = ReplicationEntry(session: info.id, tenant: info.tenant, home: info.home, stamp: stamp, payload: payload)
+        try log?.append(entry)
+        replication?.enqueue(entry)
     }
 
     // MARK: Request parsing

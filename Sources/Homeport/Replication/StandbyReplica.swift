@@ -97,6 +97,9 @@ public struct StandbyReplica: Sendable {
     /// Sessions with a standby copy.
     public var sessionCount: Int { sessions.count }
 
+    /// Every standby copy, ordered by session id.
+    public var allSessions: [StandbySession] { sessions.values.sorted { $0.id < $1.id } }
+
     /// Returns the standby copy of a session, or nil if none has been created.
     public func session(_ id: SessionID) -> StandbySession? {
         sessions[id]

@@ -74,6 +74,19 @@ public final class MemorySessionStore: SessionStore {
         return try outcome.get()
     }
 
+    /// Loads sessions rebuilt from their replicated entries, replacing any
+    /// with the same id. Used when a node restarts from its session log.
+    public func restore(_ copies: [StandbySession]) {
+        for copy in copies {
+            let record = SessionRecord(restoring: copy, limits: limits)
+            let added = shard(for: copy.id).sessions.withLock { sessions -> Bool in
+                defer { sessions[copy.id] = record }
+                return sessions[copy.id] == nil
+            }
+            if added { sessionCount.add(1, ordering: .relaxed) }
+        }
+    }
+
     /// Returns the ids of every session in the store, sorted.
     public func sessionIDs() -> [SessionID] {
         shards.flatMap { shard in shard.sessions.withLock { Array($0.keys) } }.sorted()

@@ -37,6 +37,27 @@ struct SessionRecord: Sendable {
         self.createdAtMilliseconds = createdAtMilliseconds
     }
 
+    /// Rebuilds a session from a copy made of its replicated entries (a
+    /// standby copy, or the log replayed after a restart). KV-cache refs are
+    /// not in the copy, and idempotency keys are remembered for the turns the
+    /// copy still holds.
+    init(restoring copy: StandbySession, limits: SessionStoreLimits) {
+        self.init(
+            id: copy.id, tenant: copy.tenant, home: copy.home, epoch: copy.epoch, createdAtMilliseconds: copy.createdAtMilliseconds)
+        lastSeq = copy.appliedSeq
+        turns = copy.turns
+        bufferBytes = copy.turns.reduce(0) { $0 + $1.content.utf8.count }
+        ledger = copy.ledger
+        values = copy.values
+        for turn in copy.turns {
+            guard let key = turn.idempotencyKey else { continue }
+            let record = IdempotencyRecord(
+                seq: turn.stamp.seq, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
+                contentHash: Self.contentHash(turn.content) ^ Self.metadataHash(turn.metadata))
+            rememberIdempotencyKey(key, record, limits: limits)
+        }
+    }
+
     var info: SessionInfo {
         SessionInfo(
             id: id, tenant: tenant, home: home, epoch: epoch,

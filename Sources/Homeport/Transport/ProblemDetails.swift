@@ -67,6 +67,12 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as ForwardingError:
             return from(error)
+        case is SessionLogError:
+            return ProblemDetails(
+                status: 503, type: "durable-log-failed", title: "Write not durable",
+                detail:
+                    "the write was applied but could not be made durable, so it may be lost if this node crashes; it has been logged with this request id"
+            )
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         default:

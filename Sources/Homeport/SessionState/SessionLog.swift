@@ -1,0 +1,137 @@
+import Foundation
+import Synchronization
+
+/// When the session log forces its writes to disk.
+public enum FsyncPolicy: Sendable, Equatable {
+    /// `fsync` after every entry, before the write is acknowledged: no
+    /// acknowledged write is lost even if the machine loses power.
+    case always
+    /// `fsync` with a write that comes at least this long after the last
+    /// `fsync`. Every entry is still written with `write(2)` before the write
+    /// is acknowledged, so a crash of the process (even SIGKILL) loses nothing.
+    /// A crash of the machine loses the writes since the last `fsync`.
+    /// NOTE: with no later write, the last writes stay unsynced until close.
+    case periodic(Duration)
+}
+
+/// A failure of the session log, with the file's path.
+public struct SessionLogError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let detail: String
+
+    public var description: String { "session log \(path): \(detail)" }
+}
+
+/// A region's durable record of its session mutations: an append-only file of
+/// replication entries, one JSON object per line, written before the client's
+/// write is acknowledged.
+///
+/// On restart `recover` reads the entries back. Applied in stamp order, they
+/// rebuild every session as the home had it: turns, ledger, values, positions
+/// and idempotency keys. KV-cache refs are recomputable and are not logged.
+/// A line cut short by a crash in the middle of a write is dropped and the
+/// file truncated to the last whole line.
+///
+/// NOTE: the file grows without bound; compaction into snapshots is not built.
+public final class SessionLog: Sendable {
+    public let path: String
+    public let policy: FsyncPolicy
+    /// The file descriptor and when it was last forced to disk; writes are
+    /// serialised so lines never interleave.
+    private let file: Mutex<(descriptor: Int32, lastSyncMilliseconds: Int64)>
+    private let clock: any WallClock
+
+    /// Opens (creating if needed) the log at `path` for appending.
+    public init(path: String, policy: FsyncPolicy, clock: any WallClock = SystemClock()) throws(SessionLogError) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw SessionLogError(path: path, detail: "cannot open for appending: \(String(cString: strerror(errno)))")
+        }
+        self.path = path
+        self.policy = policy
+        self.clock = clock
+        self.file = Mutex((descriptor, clock.nowMilliseconds()))
+    }
+
+    deinit {
+        file.withLock { file in
+            fsync(file.descriptor)
+            close(file.descriptor)
+        }
+    }
+
+    /// Appends one entry and, by the policy, forces it to disk. Returns only
+    /// once the entry is written, so the caller may then acknowledge the write.
+    public func append(_ entry: ReplicationEntry) throws(SessionLogError) {
+        var line = entry.json.serializedBytes()
+        line.append(UInt8(ascii: "\n"))
+        let now = clock.nowMilliseconds()
+
+        let failure: String? = file.withLock { file in
+            var offset = 0
+            while offset < line.count {
+                let written = line.withUnsafeBytes { write(file.descriptor, $0.baseAddress! + offset, $0.count - offset) }
+                if written < 0, errno == EINTR { continue }
+                guard written > 0 else { return "write failed: \(String(cString: strerror(errno)))" }
+                offset += written
+            }
+
+            let due: Bool
+            switch policy {
+            case .always: due = true
+            case .periodic(let interval): due = now - file.lastSyncMilliseconds >= interval.wholeMilliseconds
+            }
+            guard due else { return nil }
+            guard fsync(file.descriptor) == 0 else { return "fsync failed: \(String(cString: strerror(errno)))" }
+            file.lastSyncMilliseconds = now
+            return nil
+        }
+        if let failure { throw SessionLogError(path: path, detail: failure) }
+    }
+
+    /// Reads every whole entry of the log at `path` (none if it does not
+    /// exist), truncating a torn last line left by a crash.
+    ///
+    /// - Throws: `SessionLogError` when the file cannot be read, or a whole
+    ///   line in the middle is not a valid entry (the log is corrupt, and
+    ///   guessing could lose acknowledged writes).
+    public static func recover(path: String) throws(SessionLogError) -> [ReplicationEntry] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SessionLogError(path: path, detail: "cannot read the file")
+        }
+        let bytes = Array(data)
+
+        var entries: [ReplicationEntry] = []
+        var lineStart = 0
+        var lineNumber = 0
+        while let newline = bytes[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
+            lineNumber += 1
+            do {
+                entries.append(try ReplicationEntry(json: try JSONValue.parse(Array(bytes[lineStart..<newline]))))
+            } catch {
+                throw SessionLogError(path: path, detail: "line \(lineNumber) is not a valid entry: \(error)")
+            }
+            lineStart = newline + 1
+        }
+
+        // Bytes after the last newline are a write the crash cut short; it was
+        // never acknowledged, so dropping it loses nothing.
+        if lineStart < bytes.count {
+            guard truncate(path, off_t(lineStart)) == 0 else {
+                throw SessionLogError(path: path, detail: "cannot truncate a torn last line: \(String(cString: strerror(errno)))")
+            }
+        }
+        return entries
+    }
+
+    /// Rebuilds the sessions of `region` from the entries of its log.
+    public static func rebuildSessions(
+        from entries: [ReplicationEntry], region: String, limits: SessionStoreLimits
+    ) throws(ConfigurationError) -> [StandbySession] {
+        var replica = try StandbyReplica(
+            home: region, configuration: StandbyReplica.Configuration(limits: limits, maximumHeldEntries: Int.max))
+        _ = replica.apply(ReplicationBatch(id: ReplicationBatch.ID(0), entries: entries, homeLastSeq: [:]))
+        return replica.allSessions
+    }
+}
