@@ -106,24 +106,28 @@ enum ServeCommand {
             var configuration = RegionNodeConfiguration(region: region)
             configuration.http.host = endpoint.host
             configuration.http.port = endpoint.port
-            let store = MemorySessionStore(limits: limits)
+            // Rebuild the region's sessions from its log before it serves anything.
+            var recovered: [StandbySession] = []
             var sessionLog: SessionLog?
             if let dataDirectory {
                 let path = (dataDirectory as NSString).appendingPathComponent("\(region).log")
                 let entries = try SessionLog.recover(path: path)
-                let sessions = try SessionLog.rebuildSessions(from: entries, region: region, limits: limits)
-                store.restore(sessions)
-                logger.info("session log recovered", ["region": region, "entries": "\(entries.count)", "sessions": "\(sessions.count)"])
+                recovered = try SessionLog.rebuildSessions(from: entries, region: region, limits: limits)
+                logger.info("session log recovered", ["region": region, "entries": "\(entries.count)", "sessions": "\(recovered.count)"])
                 sessionLog = try SessionLog(path: path, policy: fsyncPolicy, clock: clock)
             }
+            let journal = SessionJournal(log: sessionLog)
+            let store = MemorySessionStore(limits: limits, journal: journal)
+            store.restore(recovered)
             let shipper = try topology.neighbour(of: region).map { neighbour throws in
                 try ReplicationShipper(
                     region: region, neighbour: neighbour, configuration: ReplicationOutbox.Configuration(), peers: peers,
                     store: store, keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
             }
+            if let shipper { journal.attach(shipper) }
             let node = RegionNode(
                 configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
-                clock: clock, logger: logger, replication: shipper, sessionLog: sessionLog)
+                clock: clock, logger: logger, replication: shipper)
             peers.setPort(try node.start(), of: region)
             nodes.append(node)
         }
@@ -133,12 +137,21 @@ enum ServeCommand {
 
         let signal = await ShutdownSignal.wait()
         logger.info("shutting down", ["signal": signal])
-        for node in nodes {
-            await node.replication?.stop()
-        }
+        // Drain the listeners first, so every acknowledged write is in the
+        // outbox, then give replication a moment to ship it before stopping.
         await withTaskGroup(of: Void.self) { group in
             for node in nodes {
                 group.addTask { await node.shutdown() }
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for node in nodes {
+                guard let shipper = node.replication else { continue }
+                group.addTask { await shipper.drained() }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(2))
+                    await shipper.stop()
+                }
             }
         }
         return 0

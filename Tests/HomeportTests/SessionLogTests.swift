@@ -11,12 +11,11 @@ import Testing
     static func writeThroughNode(logPath: String) async throws -> (SessionHandle, MemorySessionStore) {
         let topology = try RegionTopology(regions: [RegionEndpoint(name: "us-east")], latency: .zero)
         let clock = SystemClock()
-        let store = MemorySessionStore()
+        let store = MemorySessionStore(journal: SessionJournal(log: try SessionLog(path: logPath, policy: .always)))
         let node = RegionNode(
             configuration: RegionNodeConfiguration(region: "us-east"), store: store, limits: SessionStoreLimits(),
             keyRing: try TokenKeyRing.generated(), peers: InterRegionClient(topology: topology, clock: clock),
-            metrics: MetricsRegistry(), clock: clock, logger: Logger(label: "test", sink: .discarding),
-            sessionLog: try SessionLog(path: logPath, policy: .always))
+            metrics: MetricsRegistry(), clock: clock, logger: Logger(label: "test", sink: .discarding))
         let port = try node.start()
         let baseURL = "http://127.0.0.1:\(port)"
         let client = HomeportClient()
@@ -98,5 +97,39 @@ import Testing
 
     @Test func missingLogIsEmpty() throws {
         #expect(try SessionLog.recover(path: Self.temporaryPath()).isEmpty)
+    }
+}
+
+@Suite struct SessionJournalTests {
+    @Test func failedLogWriteUndoesTheMutation() throws {
+        // Every write to /dev/full fails with ENOSPC.
+        let store = MemorySessionStore(journal: SessionJournal(log: try SessionLog(path: "/dev/full", policy: .periodic(.seconds(1)))))
+        let id = SessionID("session-1")!
+
+        let createError = #expect(throws: SessionStoreError.self) {
+            try store.createSession(id, tenant: TenantID("acme")!, home: "us-east", epoch: 1, nowMilliseconds: 0)
+        }
+        #expect(createError?.code == .notDurable)
+        #expect(store.sessionIDs().isEmpty)
+    }
+
+    @Test func failedLogWriteLeavesSessionUnchanged() throws {
+        let path = SessionLogTests.temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = MemorySessionStore(journal: SessionJournal(log: try SessionLog(path: path, policy: .always)))
+        let id = SessionID("session-1")!
+        _ = try store.createSession(id, tenant: TenantID("acme")!, home: "us-east", epoch: 1, nowMilliseconds: 0)
+        _ = try store.appendTurn(id, TurnDraft(role: .user, content: "kept", tokens: 1), nowMilliseconds: 0)
+
+        // The same session on a store whose log is /dev/full: a disk that filled up.
+        let failing = MemorySessionStore(journal: SessionJournal(log: try SessionLog(path: "/dev/full", policy: .always)))
+        failing.restore(
+            try SessionLog.rebuildSessions(from: try SessionLog.recover(path: path), region: "us-east", limits: SessionStoreLimits()))
+        let error = #expect(throws: SessionStoreError.self) {
+            try failing.appendTurn(id, TurnDraft(role: .user, content: "lost", tokens: 1), nowMilliseconds: 0)
+        }
+        #expect(error?.code == .notDurable)
+        #expect(try failing.readTurns(id, .all).turns.map(\.content) == ["kept"])
+        #expect(try failing.sessionInfo(id).lastStamp.seq == 1)
     }
 }

@@ -32,14 +32,14 @@ public final class RegionLeaseKeeper: Sendable {
 
     /// True while the region holds a valid lease, less the safety margin.
     public func canServe() -> Bool {
-        let now = clock.nowMilliseconds()
+        let now = clock.monotonicMilliseconds()
         return lease.withLock { $0.canServe(nowMilliseconds: now) }
     }
 
     /// Runs one step: performs the action due now, if any. The loop calls it
     /// every quarter of the renew interval; tests call it directly.
     public func step() async {
-        let now = clock.nowMilliseconds()
+        let now = clock.monotonicMilliseconds()
         let wasServing = canServe()
         guard let action = lease.withLock({ $0.tick(nowMilliseconds: now) }) else { return }
 
@@ -47,7 +47,9 @@ public final class RegionLeaseKeeper: Sendable {
         case .grant(let ttl):
             do {
                 let granted = try await store.grantLease(ttl: ttl)
-                let value = JSONValue.object(["region": .string(region), "grantedAt": .integer(now)]).serializedBytes()
+                // NOTE: the put is unconditional. Once a neighbour can take over
+                // an expired region, re-granting must first check for its record.
+                let value = JSONValue.object(["region": .string(region), "grantedAt": .integer(clock.nowMilliseconds())]).serializedBytes()
                 _ = try await store.put(Self.leaseKey(of: region), value: value, lease: granted.id)
                 lease.withLock { $0.granted(granted) }
                 logger.info(
@@ -62,7 +64,7 @@ public final class RegionLeaseKeeper: Sendable {
                 lease.withLock { $0.renewed(remaining: remaining) }
             } catch {
                 let failure: RegionLease.Failure = error.code == .leaseNotFound ? .leaseNotFound : .unavailable
-                lease.withLock { $0.failed(failure, nowMilliseconds: clock.nowMilliseconds()) }
+                lease.withLock { $0.failed(failure, nowMilliseconds: clock.monotonicMilliseconds()) }
                 logger.warning("region lease renewal failed", ["lease": id.description, "error": "\(error)"])
             }
         }

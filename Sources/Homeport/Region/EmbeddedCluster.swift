@@ -39,12 +39,14 @@ public final class EmbeddedCluster: Sendable {
             var configuration = RegionNodeConfiguration(region: endpoint.name, http: http)
             configuration.http.host = endpoint.host
             configuration.http.port = endpoint.port
-            let store = MemorySessionStore(limits: limits)
+            let journal = SessionJournal(log: nil)
+            let store = MemorySessionStore(limits: limits, journal: journal)
             var shipper: ReplicationShipper?
             if let replication, let neighbour = topology.neighbour(of: endpoint.name) {
                 shipper = try ReplicationShipper(
                     region: endpoint.name, neighbour: neighbour, configuration: replication, peers: peers, store: store,
                     keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
+                journal.attach(shipper!)
             }
             var keeper: RegionLeaseKeeper?
             if let lease, let linearizableStore {

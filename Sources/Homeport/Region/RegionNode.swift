@@ -53,8 +53,6 @@ public final class RegionNode: Sendable {
     /// The region's lease; while it is not valid, home sessions are not served.
     /// Nil runs without fencing (no linearizable store configured).
     public let leaseKeeper: RegionLeaseKeeper?
-    /// The durable log of this region's session mutations; nil keeps them in memory only.
-    private let sessionLog: SessionLog?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
@@ -71,10 +69,8 @@ public final class RegionNode: Sendable {
         clock: any WallClock,
         logger: Logger,
         replication: ReplicationShipper? = nil,
-        leaseKeeper: RegionLeaseKeeper? = nil,
-        sessionLog: SessionLog? = nil
+        leaseKeeper: RegionLeaseKeeper? = nil
     ) {
-        self.sessionLog = sessionLog
         self.region = configuration.region
         self.replication = replication
         self.leaseKeeper = leaseKeeper
@@ -87,7 +83,7 @@ public final class RegionNode: Sendable {
         self.metrics = metrics
         self.clock = clock
         self.logger = logger.with(["region": configuration.region])
-        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock, replication: replication, log: sessionLog)
+        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock)
 
         let handler = NodeHandlerBox()
         self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
@@ -190,9 +186,6 @@ public final class RegionNode: Sendable {
             session: session, tenant: tenant, home: region, epoch: info.epoch, issuedAt: now / 1000,
             expiresAt: now / 1000 + configuration.tokenLifetime.wholeMilliseconds / 1000)
         let signed = keyRing.sign(token)
-        let created = ReplicationEntry.sessionCreated(info)
-        try sessionLog?.append(created)
-        replication?.enqueue(created)
 
         logger.debug("session created", ["session": session.rawValue, "tenant": tenant.rawValue, "epoch": "\(info.epoch)"])
         var body = SessionJSON.session(info)
@@ -245,7 +238,8 @@ public final class RegionNode: Sendable {
     /// home's last reported position, whether a gap is known, and how long ago
     /// the home's last batch arrived.
     private func standbyRead(_ operation: SessionOperation, token: RoutingToken, request: HTTPRequest) throws -> HTTPResponse? {
-        guard case .readTurns = operation, let row = configuration.policy.row(for: operation.kind), row.staleReadCost == .invisible,
+        guard request.header(Self.forwardedFromHeader) == nil, case .readTurns = operation,
+            let row = configuration.policy.row(for: operation.kind), row.staleReadCost == .invisible,
             row.staleReadsAtNeighbour || request.header(Self.staleReadHeader)?.lowercased() == "allow"
         else { return nil }
 

@@ -12,11 +12,6 @@ struct SessionRequestHandler: Sendable {
     let store: any SessionStore
     let limits: SessionStoreLimits
     let clock: any WallClock
-    /// Receives every stored mutation for the neighbour; nil when nothing replicates.
-    let replication: ReplicationShipper?
-    /// Makes every stored mutation durable before it is acknowledged; nil keeps
-    /// the store in memory only.
-    let log: SessionLog?
 
     func handle(
         _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
@@ -47,9 +42,6 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let draft = try parseTurnDraft(request)
             let result = try await store.appendTurn(session, draft, nowMilliseconds: now)
-            if !result.replayed {
-                try record(info, result.turn.stamp, .turnAppended(result.turn))
-            }
             let body: JSONValue = .object(["turn": SessionJSON.appendedTurn(result.turn), "replayed": .bool(result.replayed)])
             return .json(result.replayed ? 200 : 201, body, headers: result.replayed ? [("Idempotent-Replayed", "true")] : [])
 
@@ -75,9 +67,6 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let write = try parseLedgerWrite(request, callID: callID)
             let result = try await store.writeLedgerEntry(session, write, nowMilliseconds: now)
-            if result.applied {
-                try record(info, result.entry.stamp, .ledgerEntryWritten(result.entry))
-            }
             return .json(200, .object(["entry": SessionJSON.ledgerEntry(result.entry), "applied": .bool(result.applied)]))
 
         case .readLedger(let callID):
@@ -88,11 +77,6 @@ struct SessionRequestHandler: Sendable {
             try rejectQuery(request)
             let (refs, ttl) = try parseKVCacheRefs(request)
             let stored = try await store.putKVCacheRefs(session, refs, ttlMilliseconds: ttl, nowMilliseconds: now)
-            // KV-cache refs are recomputable and not replicated; the neighbour
-            // still learns their position so its copy stays contiguous.
-            if let stamp = stored.first?.stamp {
-                try record(info, stamp, .skipped)
-            }
             return .json(200, .object(["refs": .array(stored.map(SessionJSON.kvCacheRef))]))
 
         case .listKVCacheRefs:
@@ -115,22 +99,12 @@ struct SessionRequestHandler: Sendable {
             let value = try reader.value("value")
             try reader.finish()
             let stored = try await store.putValue(session, name: name, value: value, nowMilliseconds: now)
-            try record(info, stored.stamp, .valuePut(stored))
             return .json(200, SessionJSON.value(stored))
 
         case .readValue(let name):
             try rejectBodyAndQuery(request)
             return .json(200, SessionJSON.value(try await store.value(session, name: name)))
         }
-    }
-
-    /// Logs a stored mutation (when a log is configured) and queues it for
-    /// the neighbour. The log write comes first and must succeed before the
-    /// client's write is acknowledged.
-    private func record(_ info: SessionInfo, _ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) throws(SessionLogError) {
-        let entry = ReplicationEntry(session: info.id, tenant: info.tenant, home: info.home, stamp: stamp, payload: payload)
-        try log?.append(entry)
-        replication?.enqueue(entry)
     }
 
     // MARK: Request parsing

@@ -35,12 +35,31 @@ public final class ReplicationShipper: Sendable {
         var retryNotBefore: Int64 = 0
         var backoffMilliseconds: Int64 = 0
         var wakeUp: CheckedContinuation<Void, Never>?
+        /// Set when there was work for the loop while it was not waiting, so
+        /// that its next wait returns at once instead of missing the wake-up.
+        var wakePending = false
         /// Callers of `drained()` waiting for the outbox to empty.
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var stopped = false
         var lagMilliseconds: [Double] = []
         var batchesFailed = 0
+        /// Entries in `enqueuedAt`, kept within the outbox's bound.
+        var enqueuedAtCount = 0
+
+        /// Takes the loop's continuation to resume it, or records that work
+        /// arrived while the loop was not waiting.
+        mutating func takeWakeUp() -> CheckedContinuation<Void, Never>? {
+            guard let continuation = wakeUp else {
+                wakePending = true
+                return nil
+            }
+            wakeUp = nil
+            return continuation
+        }
     }
+
+    /// Lag samples kept for the report; the histogram metric counts them all.
+    static let maximumLagSamples = 1_000_000
 
     public let region: String
     public let neighbour: String
@@ -78,9 +97,13 @@ public final class ReplicationShipper: Sendable {
         let now = clock.nowMilliseconds()
         let (action, wakeUp) = state.withLock { state in
             let action = state.outbox.enqueue(entry, nowMilliseconds: now)
-            state.enqueuedAt[entry.session, default: []].append((entry.seq, now))
-            defer { state.wakeUp = nil }
-            return (action, state.wakeUp)
+            // Past the outbox's bound, entries are coalesced into snapshots and
+            // their enqueue times are not kept, so they give no lag sample.
+            if state.enqueuedAtCount < state.outbox.configuration.maximumPendingEntries {
+                state.enqueuedAt[entry.session, default: []].append((entry.seq, now))
+                state.enqueuedAtCount += 1
+            }
+            return (action, state.takeWakeUp())
         }
         wakeUp?.resume()
         if let action { perform(action) }
@@ -94,26 +117,29 @@ public final class ReplicationShipper: Sendable {
         logger.info("replication started")
     }
 
-    /// Stops the loop; batches in flight finish on their own.
+    /// Stops the loop; batches in flight finish on their own. Callers of
+    /// `drained()` are released, drained or not.
     public func stop() async {
-        let wakeUp = state.withLock { state in
+        let (wakeUp, drainWaiters) = state.withLock { state in
             state.stopped = true
-            defer { state.wakeUp = nil }
-            return state.wakeUp
+            defer { state.drainWaiters = [] }
+            return (state.takeWakeUp(), state.drainWaiters)
         }
         wakeUp?.resume()
+        for waiter in drainWaiters { waiter.resume() }
         let task = loop.withLock { $0 }
         task?.cancel()
         await task?.value
         logger.info("replication stopped")
     }
 
-    /// Returns once every entry enqueued so far has been acknowledged (or at
-    /// once if none is pending). Waits forever while the neighbour is unreachable.
+    /// Returns once every entry enqueued so far has been acknowledged, at once
+    /// if none is pending, or when `stop()` is called. While the neighbour is
+    /// unreachable it waits until then.
     public func drained() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let isDrained = state.withLock { state -> Bool in
-                guard state.outbox.pendingEntryCount > 0 else { return true }
+                guard state.outbox.pendingEntryCount > 0, !state.stopped else { return true }
                 state.drainWaiters.append(continuation)
                 return false
             }
@@ -176,7 +202,10 @@ public final class ReplicationShipper: Sendable {
     private func waitForWork() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = state.withLock { state -> Bool in
-                if state.stopped { return true }
+                if state.stopped || state.wakePending {
+                    state.wakePending = false
+                    return true
+                }
                 state.wakeUp = continuation
                 return false
             }
@@ -217,17 +246,19 @@ public final class ReplicationShipper: Sendable {
                 let applied = times.prefix { $0.seq <= position }
                 lags.append(contentsOf: applied.map { Double(max(0, appliedAt - $0.milliseconds)) })
                 times.removeFirst(applied.count)
+                state.enqueuedAtCount -= applied.count
                 state.enqueuedAt[session] = times.isEmpty ? nil : times
             }
-            state.lagMilliseconds.append(contentsOf: lags)
+            if state.lagMilliseconds.count < Self.maximumLagSamples {
+                state.lagMilliseconds.append(contentsOf: lags.prefix(Self.maximumLagSamples - state.lagMilliseconds.count))
+            }
             state.inFlight -= 1
             state.backoffMilliseconds = 0
             var drainWaiters: [CheckedContinuation<Void, Never>] = []
             if state.outbox.pendingEntryCount == 0 {
                 swap(&drainWaiters, &state.drainWaiters)
             }
-            defer { state.wakeUp = nil }
-            return (actions, state.wakeUp, lags, state.outbox.pendingEntryCount, drainWaiters)
+            return (actions, state.takeWakeUp(), lags, state.outbox.pendingEntryCount, drainWaiters)
         }
         wakeUp?.resume()
         for waiter in drainWaiters { waiter.resume() }
@@ -254,8 +285,7 @@ public final class ReplicationShipper: Sendable {
             state.batchesFailed += 1
             state.backoffMilliseconds = min(2000, max(50, state.backoffMilliseconds * 2))
             state.retryNotBefore = now + state.backoffMilliseconds
-            defer { state.wakeUp = nil }
-            return (state.wakeUp, state.backoffMilliseconds, state.batchesFailed)
+            return (state.takeWakeUp(), state.backoffMilliseconds, state.batchesFailed)
         }
         wakeUp?.resume()
         metrics.increment(

@@ -18,9 +18,12 @@ public final class MemorySessionStore: SessionStore {
     private let shards: [Shard]
     private let sessionCount = Atomic<Int>(0)
     public let limits: SessionStoreLimits
+    /// Records every mutation before it commits; nil records nothing.
+    private let journal: SessionJournal?
 
-    public init(limits: SessionStoreLimits = SessionStoreLimits()) {
+    public init(limits: SessionStoreLimits = SessionStoreLimits(), journal: SessionJournal? = nil) {
         self.limits = limits
+        self.journal = journal
         self.shards = (0..<Self.shardCount).map { _ in Shard() }
     }
 
@@ -51,6 +54,41 @@ public final class MemorySessionStore: SessionStore {
         return try outcome.get()
     }
 
+    /// Runs a mutation under the session's lock. The entry it returns is
+    /// recorded in the journal before the mutation commits; if that fails the
+    /// session is left as it was and the caller gets `notDurable`.
+    private func withMutation<Result>(
+        _ id: SessionID, _ body: (inout SessionRecord) throws(SessionStoreError) -> (Result, ReplicationEntry?)
+    ) throws(SessionStoreError) -> Result {
+        let journal = self.journal
+        let outcome: Swift.Result<Result, SessionStoreError> = shard(for: id).sessions.withLock { sessions in
+            guard var record = sessions[id] else {
+                return .failure(SessionStoreError(.sessionNotFound, session: id, "session \(id) does not exist in this region"))
+            }
+            let original = journal == nil ? nil : record
+            sessions[id] = nil
+            defer { sessions[id] = record }
+            do throws(SessionStoreError) {
+                let (result, entry) = try body(&record)
+                if let entry, let journal, let original {
+                    do throws(SessionLogError) {
+                        try journal.record(entry)
+                    } catch {
+                        record = original
+                        return .failure(
+                            SessionStoreError(
+                                .notDurable, session: id,
+                                "the session log could not record the write (\(error.detail)), so it was not applied; retry later"))
+                    }
+                }
+                return .success(result)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome.get()
+    }
+
     public func createSession(
         _ id: SessionID, tenant: TenantID, home: String, epoch: UInt64, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> SessionInfo {
@@ -68,6 +106,15 @@ public final class MemorySessionStore: SessionStore {
             }
             let record = SessionRecord(
                 id: id, tenant: tenant, home: home, epoch: epoch, createdAtMilliseconds: nowMilliseconds)
+            do throws(SessionLogError) {
+                try journal?.record(.sessionCreated(record.info))
+            } catch {
+                sessionCount.subtract(1, ordering: .relaxed)
+                return .failure(
+                    SessionStoreError(
+                        .notDurable, session: id,
+                        "the session log could not record the write (\(error.detail)), so it was not applied; retry later"))
+            }
             sessions[id] = record
             return .success(record.info)
         }
@@ -99,8 +146,9 @@ public final class MemorySessionStore: SessionStore {
     public func appendTurn(
         _ id: SessionID, _ draft: TurnDraft, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> TurnAppendResult {
-        try withSession(id) { (record) throws(SessionStoreError) in
-            try record.appendTurn(draft, limits: limits, nowMilliseconds: nowMilliseconds)
+        try withMutation(id) { (record) throws(SessionStoreError) in
+            let result = try record.appendTurn(draft, limits: limits, nowMilliseconds: nowMilliseconds)
+            return (result, result.replayed ? nil : record.entry(result.turn.stamp, .turnAppended(result.turn)))
         }
     }
 
@@ -113,8 +161,9 @@ public final class MemorySessionStore: SessionStore {
     public func writeLedgerEntry(
         _ id: SessionID, _ write: LedgerWrite, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> LedgerWriteResult {
-        try withSession(id) { (record) throws(SessionStoreError) in
-            try record.writeLedgerEntry(write, limits: limits, nowMilliseconds: nowMilliseconds)
+        try withMutation(id) { (record) throws(SessionStoreError) in
+            let result = try record.writeLedgerEntry(write, limits: limits, nowMilliseconds: nowMilliseconds)
+            return (result, result.applied ? record.entry(result.entry.stamp, .ledgerEntryWritten(result.entry)) : nil)
         }
     }
 
@@ -134,8 +183,12 @@ public final class MemorySessionStore: SessionStore {
     public func putKVCacheRefs(
         _ id: SessionID, _ refs: [(block: Int64, location: String)], ttlMilliseconds: Int64, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> [KVCacheRef] {
-        try withSession(id) { (record) throws(SessionStoreError) in
-            try record.putKVCacheRefs(refs, ttlMilliseconds: ttlMilliseconds, limits: limits, nowMilliseconds: nowMilliseconds)
+        try withMutation(id) { (record) throws(SessionStoreError) in
+            let stored = try record.putKVCacheRefs(
+                refs, ttlMilliseconds: ttlMilliseconds, limits: limits, nowMilliseconds: nowMilliseconds)
+            // KV-cache refs are recomputable and not replicated; the journal
+            // still takes their position so that copies stay contiguous.
+            return (stored, stored.first.map { record.entry($0.stamp, .skipped) })
         }
     }
 
@@ -158,8 +211,9 @@ public final class MemorySessionStore: SessionStore {
     public func putValue(
         _ id: SessionID, name: String, value: JSONValue, nowMilliseconds: Int64
     ) throws(SessionStoreError) -> SessionValue {
-        try withSession(id) { (record) throws(SessionStoreError) in
-            try record.putValue(name: name, value: value, limits: limits, nowMilliseconds: nowMilliseconds)
+        try withMutation(id) { (record) throws(SessionStoreError) in
+            let stored = try record.putValue(name: name, value: value, limits: limits, nowMilliseconds: nowMilliseconds)
+            return (stored, record.entry(stored.stamp, .valuePut(stored)))
         }
     }
 

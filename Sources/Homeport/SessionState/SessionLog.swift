@@ -27,18 +27,21 @@ public struct SessionLogError: Error, Sendable, CustomStringConvertible {
 /// write is acknowledged.
 ///
 /// On restart `recover` reads the entries back. Applied in stamp order, they
-/// rebuild every session as the home had it: turns, ledger, values, positions
-/// and idempotency keys. KV-cache refs are recomputable and are not logged.
+/// rebuild every session as the home had it: turns, ledger, values and
+/// positions, with idempotency keys for the turns the session still holds.
+/// KV-cache refs are recomputable and are not logged.
 /// A line cut short by a crash in the middle of a write is dropped and the
 /// file truncated to the last whole line.
 ///
-/// NOTE: the file grows without bound; compaction into snapshots is not built.
+/// NOTE: the file grows without bound (compaction is not built), and
+/// `write` and `fsync` run on the calling task's thread under the session's
+/// lock, so `--fsync always` makes writes wait for the disk.
 public final class SessionLog: Sendable {
     public let path: String
     public let policy: FsyncPolicy
     /// The file descriptor and when it was last forced to disk; writes are
     /// serialised so lines never interleave.
-    private let file: Mutex<(descriptor: Int32, lastSyncMilliseconds: Int64)>
+    private let file: Mutex<(descriptor: Int32, lastSyncMilliseconds: Int64, failedSync: String?)>
     private let clock: any WallClock
 
     /// Opens (creating if needed) the log at `path` for appending.
@@ -50,7 +53,7 @@ public final class SessionLog: Sendable {
         self.path = path
         self.policy = policy
         self.clock = clock
-        self.file = Mutex((descriptor, clock.nowMilliseconds()))
+        self.file = Mutex((descriptor, clock.nowMilliseconds(), nil))
     }
 
     deinit {
@@ -68,11 +71,22 @@ public final class SessionLog: Sendable {
         let now = clock.nowMilliseconds()
 
         let failure: String? = file.withLock { file in
+            if let reason = file.failedSync {
+                return "an earlier fsync failed (\(reason)), so the kernel may have dropped logged writes; restart the node"
+            }
+
+            // A write cut short (a full disk) is cut back off, so the next
+            // entry does not land in the middle of a line.
+            let start = lseek(file.descriptor, 0, SEEK_END)
             var offset = 0
             while offset < line.count {
                 let written = line.withUnsafeBytes { write(file.descriptor, $0.baseAddress! + offset, $0.count - offset) }
                 if written < 0, errno == EINTR { continue }
-                guard written > 0 else { return "write failed: \(String(cString: strerror(errno)))" }
+                guard written > 0 else {
+                    let reason = "write failed: \(String(cString: strerror(errno)))"
+                    if start >= 0 { _ = ftruncate(file.descriptor, start) }
+                    return reason
+                }
                 offset += written
             }
 
@@ -82,7 +96,13 @@ public final class SessionLog: Sendable {
             case .periodic(let interval): due = now - file.lastSyncMilliseconds >= interval.wholeMilliseconds
             }
             guard due else { return nil }
-            guard fsync(file.descriptor) == 0 else { return "fsync failed: \(String(cString: strerror(errno)))" }
+            // After a failed fsync Linux may mark the lost pages clean, so a
+            // later fsync would wrongly succeed: the log stays failed.
+            guard fsync(file.descriptor) == 0 else {
+                let reason = "fsync failed: \(String(cString: strerror(errno)))"
+                file.failedSync = reason
+                return reason
+            }
             file.lastSyncMilliseconds = now
             return nil
         }

@@ -58,6 +58,11 @@ struct SessionRecord: Sendable {
         }
     }
 
+    /// The journal entry of a mutation of this session.
+    func entry(_ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) -> ReplicationEntry {
+        ReplicationEntry(session: id, tenant: tenant, home: home, stamp: stamp, payload: payload)
+    }
+
     var info: SessionInfo {
         SessionInfo(
             id: id, tenant: tenant, home: home, epoch: epoch,

@@ -17,6 +17,8 @@ public struct SessionStoreError: Error, Sendable, Equatable, CustomStringConvert
         case staleEpoch = "stale-epoch"
         /// 400: a write that the store's rules reject (a new ledger call without a name).
         case invalidWrite = "invalid-write"
+        /// 503: the session log could not record the write, so it was undone.
+        case notDurable = "durable-log-failed"
     }
 
     public let code: Code

@@ -8,8 +8,17 @@ public protocol WallClock: Sendable {
     /// Milliseconds since 1970-01-01T00:00:00Z.
     func nowMilliseconds() -> Int64
 
+    /// Milliseconds on a clock that never steps backwards (unlike the wall
+    /// clock under NTP), for measuring how long a lease stays valid.
+    func monotonicMilliseconds() -> Int64
+
     /// Suspends for `duration`; throws `CancellationError` when the task is cancelled.
     func sleep(for duration: Duration) async throws
+}
+
+extension WallClock {
+    /// A clock that only moves forward, like `ManualClock`, can use its wall time.
+    public func monotonicMilliseconds() -> Int64 { nowMilliseconds() }
 }
 
 /// The operating system's clock.
@@ -18,6 +27,12 @@ public struct SystemClock: WallClock {
 
     public func nowMilliseconds() -> Int64 {
         Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+
+    public func monotonicMilliseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
     public func sleep(for duration: Duration) async throws {

@@ -67,12 +67,6 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as ForwardingError:
             return from(error)
-        case is SessionLogError:
-            return ProblemDetails(
-                status: 503, type: "durable-log-failed", title: "Write not durable",
-                detail:
-                    "the write was applied but could not be made durable, so it may be lost if this node crashes; it has been logged with this request id"
-            )
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         default:
@@ -114,6 +108,7 @@ public struct ProblemDetails: Sendable, Equatable {
         case .limitExceeded: (status, title) = (413, "Limit exceeded")
         case .staleEpoch: (status, title) = (409, "Stale epoch")
         case .invalidWrite: (status, title) = (400, "Invalid write")
+        case .notDurable: (status, title) = (503, "Write not durable")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
     }

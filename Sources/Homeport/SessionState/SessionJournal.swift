@@ -1,0 +1,31 @@
+import Synchronization
+
+/// Where a region's store records each mutation as it commits it: the
+/// durable session log (when configured), then the neighbour's replication
+/// outbox.
+///
+/// The store calls `record` while it holds the session's lock and before the
+/// mutation becomes visible, so the log and the outbox see each session's
+/// mutations in stamp order, and a mutation whose log write fails is undone
+/// instead of acknowledged.
+public final class SessionJournal: Sendable {
+    private let log: SessionLog?
+    /// The shipper, attached once after the store exists (the shipper reads
+    /// snapshots from the store, so it is built after it).
+    private let replication = Mutex<ReplicationShipper?>(nil)
+
+    public init(log: SessionLog?) {
+        self.log = log
+    }
+
+    public func attach(_ shipper: ReplicationShipper) {
+        replication.withLock { $0 = shipper }
+    }
+
+    /// Logs the entry, then queues it for the neighbour.
+    /// - Throws: `SessionLogError` when the log write fails; nothing is queued then.
+    func record(_ entry: ReplicationEntry) throws(SessionLogError) {
+        try log?.append(entry)
+        replication.withLock { $0 }?.enqueue(entry)
+    }
+}
