@@ -55,7 +55,7 @@ public final class MemorySessionStore: SessionStore {
     }
 
     /// Runs a mutation under the session's lock. The entry it returns is
-    /// recorded in the journal before the mutation commits; if that fails the
+    /// recorded in the journal before the mutation commits. If that fails, the
     /// session is left as it was and the caller gets `notDurable`.
     private func withMutation<Result>(
         _ id: SessionID, _ body: (inout SessionRecord) throws(SessionStoreError) -> (Result, ReplicationEntry?)

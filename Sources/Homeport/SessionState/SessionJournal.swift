@@ -5,7 +5,7 @@ import Synchronization
 /// outbox.
 ///
 /// The store calls `record` while it holds the session's lock and before the
-/// mutation becomes visible, so the log and the outbox see each session's
+/// mutation becomes visible. So the log and the outbox see each session's
 /// mutations in stamp order, and a mutation whose log write fails is undone
 /// instead of acknowledged.
 public final class SessionJournal: Sendable {

@@ -17,7 +17,8 @@ public protocol WallClock: Sendable {
 }
 
 extension WallClock {
-    /// A clock that only moves forward, like `ManualClock`, can use its wall time.
+    /// Returns the wall time, which is enough for a clock that only moves
+    /// forward, like `ManualClock`.
     public func monotonicMilliseconds() -> Int64 { nowMilliseconds() }
 }
 
