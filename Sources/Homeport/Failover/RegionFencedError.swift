@@ -1,3 +1,16 @@
+/// A request for a session whose home failed, at the region that took the
+/// home over but has no standby copy of the session (the home and its
+/// neighbour both failed, or the session was never replicated). Its status
+/// is 503: nothing is invented, and the session is unavailable.
+public struct SessionUnavailableError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let session: SessionID
+    public let failedHome: String
+
+    public var description: String {
+        "session \(session) was homed at \(failedHome), which failed, and no region holds a copy of it; it is unavailable until \(failedHome) returns"
+    }
+}
+
 /// A request for a home session at a region that does not hold a valid lease
 /// in the linearizable store. Its status is 503, because the region has
 /// fenced itself so that it cannot accept writes that a takeover would not see.

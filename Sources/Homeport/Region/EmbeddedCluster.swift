@@ -24,7 +24,8 @@ public final class EmbeddedCluster: Sendable {
         logger: Logger,
         http: HTTPServerConfiguration = HTTPServerConfiguration(),
         replication: ReplicationOutbox.Configuration? = ReplicationOutbox.Configuration(),
-        lease: RegionLease.Configuration? = RegionLease.Configuration()
+        lease: RegionLease.Configuration? = RegionLease.Configuration(),
+        takeoverCheckInterval: Duration = .milliseconds(500)
     ) throws(ConfigurationError) {
         self.topology = topology
         self.keyRing = keyRing
@@ -49,14 +50,23 @@ public final class EmbeddedCluster: Sendable {
                 journal.attach(shipper!)
             }
             var keeper: RegionLeaseKeeper?
+            var takeovers: TakeoverMonitor?
             if let lease, let linearizableStore {
                 keeper = try RegionLeaseKeeper(
                     region: endpoint.name, configuration: lease, store: linearizableStore, clock: clock, logger: logger)
+                // A region takes over the regions whose standby copies it holds.
+                let watched = topology.regionNames.filter { topology.neighbour(of: $0) == endpoint.name }
+                if replication != nil {
+                    takeovers = TakeoverMonitor(
+                        region: endpoint.name, watched: watched, store: linearizableStore, clock: clock, logger: logger,
+                        interval: takeoverCheckInterval)
+                }
             }
             nodes.append(
                 RegionNode(
                     configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
-                    clock: clock, logger: logger, replication: shipper, leaseKeeper: keeper))
+                    clock: clock, logger: logger, replication: shipper, leaseKeeper: keeper, takeovers: takeovers,
+                    linearizableStore: linearizableStore))
         }
         self.nodes = nodes
     }
@@ -73,7 +83,20 @@ public final class EmbeddedCluster: Sendable {
         }
         for node in nodes {
             node.replication?.start()
+            node.takeovers?.start()
         }
+    }
+
+    /// Stops a region as a crash would: its listener, lease renewal,
+    /// replication and takeover checks stop, and its memory store is not read
+    /// again. Its lease expires in the store after the TTL, and its neighbour
+    /// then takes it over.
+    public func crash(_ region: String) async {
+        guard let node = node(region) else { return }
+        await node.leaseKeeper?.stop()
+        await node.takeovers?.stop()
+        await node.replication?.stop()
+        await node.shutdown()
     }
 
     public func node(_ region: String) -> RegionNode? {
@@ -89,6 +112,7 @@ public final class EmbeddedCluster: Sendable {
         for node in nodes {
             await node.replication?.stop()
             await node.leaseKeeper?.stop()
+            await node.takeovers?.stop()
         }
         for node in nodes {
             await node.shutdown()

@@ -53,6 +53,10 @@ public final class RegionNode: Sendable {
     /// The region's lease; while it is not valid, home sessions are not served.
     /// Nil runs without fencing (no linearizable store configured).
     public let leaseKeeper: RegionLeaseKeeper?
+    /// Takes over failed neighbours' sessions; nil without a linearizable store.
+    public let takeovers: TakeoverMonitor?
+    /// Where takeover records are read when a home cannot be reached.
+    private let linearizableStore: (any LinearizableStore)?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
@@ -69,8 +73,12 @@ public final class RegionNode: Sendable {
         clock: any WallClock,
         logger: Logger,
         replication: ReplicationShipper? = nil,
-        leaseKeeper: RegionLeaseKeeper? = nil
+        leaseKeeper: RegionLeaseKeeper? = nil,
+        takeovers: TakeoverMonitor? = nil,
+        linearizableStore: (any LinearizableStore)? = nil
     ) {
+        self.takeovers = takeovers
+        self.linearizableStore = linearizableStore
         self.region = configuration.region
         self.replication = replication
         self.leaseKeeper = leaseKeeper
@@ -148,12 +156,15 @@ public final class RegionNode: Sendable {
                         response = problemResponse(for: error, request: request, requestID: requestID)
                     }
                     response.headers.append((Self.servedByHeader, region))
+                } else if takeovers?.hasTakenOver(token.home) == true {
+                    response = try await serveTakenOver(operation, session: session, token: token, request: request)
                 } else if let standbyResponse = try standbyRead(operation, token: token, request: request) {
                     labels.path = "standby"
                     response = standbyResponse
                 } else {
                     labels.path = "forwarded"
-                    response = try await forward(request, to: token.home, requestID: requestID, session: session)
+                    response = try await forwardFollowingTakeover(
+                        request, operation: operation, session: session, token: token, requestID: requestID)
                 }
             }
         } catch {
@@ -195,6 +206,86 @@ public final class RegionNode: Sendable {
             body = .object(fields)
         }
         return .json(201, body, headers: [(Self.routeHeader, signed), (Self.servedByHeader, region)])
+    }
+
+    /// Forwards to the session's home; when the home cannot be reached or has
+    /// fenced itself and a takeover record names a new home, goes there
+    /// instead (or serves here, if this region is the new home).
+    private func forwardFollowingTakeover(
+        _ request: HTTPRequest, operation: SessionOperation, session: SessionID, token: RoutingToken, requestID: String
+    ) async throws -> HTTPResponse {
+        let response: HTTPResponse
+        do {
+            response = try await forward(request, to: token.home, requestID: requestID, session: session)
+        } catch let error as ForwardingError {
+            guard error.code == .homeUnreachable || error.code == .timedOut, let record = try await takeoverRecord(of: token.home)
+            else { throw error }
+            return try await follow(record, request, operation: operation, session: session, token: token, requestID: requestID)
+        }
+
+        // A home that fenced itself answers 503; it may have been taken over.
+        guard response.status == 503, let record = try await takeoverRecord(of: token.home) else { return response }
+        return try await follow(record, request, operation: operation, session: session, token: token, requestID: requestID)
+    }
+
+    private func follow(
+        _ record: TakeoverRecord, _ request: HTTPRequest, operation: SessionOperation, session: SessionID, token: RoutingToken,
+        requestID: String
+    ) async throws -> HTTPResponse {
+        if record.to == region {
+            return try await serveTakenOver(operation, session: session, token: token, request: request)
+        }
+        return try await forward(request, to: record.to, requestID: requestID, session: session)
+    }
+
+    private func takeoverRecord(of home: String) async throws -> TakeoverRecord? {
+        guard let linearizableStore else { return nil }
+        return try await linearizableStore.get(TakeoverRecord.key(of: home)).flatMap { TakeoverRecord(bytes: $0.value) }
+    }
+
+    /// Serves a session of a region this one took over. Its first request here
+    /// adopts the session from the standby copy at the next epoch; every
+    /// response carries the session's new routing token, since the client's
+    /// still names the old home.
+    private func serveTakenOver(
+        _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
+    ) async throws -> HTTPResponse {
+        try requireLease()
+
+        var gap = false
+        var found: SessionInfo?
+        do {
+            found = try await store.sessionInfo(session)
+        } catch {
+            guard error.code == .sessionNotFound else { throw error }
+        }
+        let info: SessionInfo
+        if let found {
+            info = found
+        } else {
+            guard let copy = standbySession(session, home: token.home), copy.tenant == token.tenant else {
+                throw SessionUnavailableError(session: session, failedHome: token.home)
+            }
+            gap = standbyPosition(of: session, home: token.home)?.replicationGap ?? false
+            info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1)
+            logger.info("session re-homed", ["session": session.rawValue, "from": token.home, "epoch": "\(info.epoch)"])
+        }
+        guard info.tenant == token.tenant else {
+            throw RoutingTokenError(.tenantMismatch, "session \(session) belongs to another tenant than the token names")
+        }
+
+        let now = clock.nowMilliseconds()
+        let rehomed = RoutingToken(
+            session: session, tenant: token.tenant, home: region, epoch: info.epoch, issuedAt: now / 1000,
+            expiresAt: now / 1000 + configuration.tokenLifetime.wholeMilliseconds / 1000)
+        var response = try await sessions.handle(operation, session: session, token: rehomed, request: request)
+        response.headers.append((Self.routeHeader, keyRing.sign(rehomed)))
+        response.headers.append((Self.servedByHeader, region))
+        if gap {
+            // The copy knew it was behind the failed home: the unreplicated tail may be missing.
+            response.headers.append(("Homeport-Replication-Gap", "true"))
+        }
+        return response
     }
 
     /// Throws `RegionFencedError` unless the region holds a valid lease.

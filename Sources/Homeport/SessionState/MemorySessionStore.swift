@@ -134,6 +134,38 @@ public final class MemorySessionStore: SessionStore {
         }
     }
 
+    /// Makes this store the home of a session taken over from a failed region:
+    /// builds it from the standby copy with the new home and epoch, records a
+    /// snapshot of it in the journal, and returns its info. A session that is
+    /// here already is returned as it is, so concurrent first requests adopt
+    /// it once.
+    public func adopt(_ copy: StandbySession, home: String, epoch: UInt64) throws(SessionStoreError) -> SessionInfo {
+        let journal = self.journal
+        let limits = self.limits
+        let outcome: Swift.Result<(SessionInfo, Bool), SessionStoreError> = shard(for: copy.id).sessions.withLock { sessions in
+            if let existing = sessions[copy.id] { return .success((existing.info, false)) }
+            var record = SessionRecord(restoring: copy, limits: limits)
+            record.home = home
+            record.epoch = epoch
+            do throws(SessionLogError) {
+                let info = record.info
+                try journal?.record(
+                    .snapshot(
+                        info, turns: record.turns, ledger: record.ledger.values.sorted { $0.callID < $1.callID },
+                        values: record.values.values.sorted { $0.name < $1.name }))
+            } catch {
+                return .failure(
+                    SessionStoreError(
+                        .notDurable, session: copy.id, "the session log could not record the takeover (\(error.detail)); retry later"))
+            }
+            sessions[copy.id] = record
+            return .success((record.info, true))
+        }
+        let (info, added) = try outcome.get()
+        if added { sessionCount.add(1, ordering: .relaxed) }
+        return info
+    }
+
     /// Returns the ids of every session in the store, sorted.
     public func sessionIDs() -> [SessionID] {
         shards.flatMap { shard in shard.sessions.withLock { Array($0.keys) } }.sorted()

@@ -60,6 +60,11 @@ public protocol SessionStore: Sendable {
     /// Returns every value, ordered by name.
     func values(_ id: SessionID) async throws(SessionStoreError) -> [SessionValue]
 
+    /// Makes this store the home of a session taken over from a failed region,
+    /// at `epoch`, built from its standby copy; returns the existing session
+    /// unchanged if it is here already.
+    func adopt(_ copy: StandbySession, home: String, epoch: UInt64) async throws(SessionStoreError) -> SessionInfo
+
     /// Returns the session's replicated state (everything but KV-cache refs),
     /// read atomically, for a replication snapshot.
     func replicatedState(

@@ -67,6 +67,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as ForwardingError:
             return from(error)
+        case let error as SessionUnavailableError:
+            return ProblemDetails(status: 503, type: "session-unavailable", title: "Session unavailable", detail: error.description)
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         default:
