@@ -33,8 +33,8 @@ public struct TakeoverRecord: Sendable, Equatable {
 }
 
 /// Watches the leases of the regions whose neighbour this region is, and
-/// takes one over when its lease has expired: it writes the takeover record
-/// with compare-and-swap and, if it wins (or finds its own record), starts
+/// takes one over when its lease has expired. It writes the takeover record
+/// with compare-and-swap. If it wins, or finds its own record, it starts
 /// serving that region's sessions from its standby copies.
 ///
 /// A region fences itself a safety margin before its lease expires, so by
