@@ -32,6 +32,10 @@ enum DemoCommand {
           --batch-entries N     replication batch size: at most N entries (default 256)
           --batch-delay-ms T    replication batch age: a batch leaves once its oldest entry
                                 is T ms old (default 50)
+          --fail-region NAME    crash this region part way through the replay (its memory is
+                                lost) and bring it back later; its neighbour takes it over
+          --fail-at SHARE       when the region fails, as a share of the replay (default 0.4)
+          --recover-at SHARE    when it comes back (default 0.7)
           --policy FILE         policy table (JSON); default: the built-in table
           --report PATH         where to write the JSON report (default demo-report.json)
           --log-level LEVEL     debug, info, warning or error (default warning)
@@ -43,7 +47,7 @@ enum DemoCommand {
                 arguments,
                 valued: [
                     "trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report",
-                    "log-level", "batch-entries", "batch-delay-ms",
+                    "log-level", "batch-entries", "batch-delay-ms", "fail-region", "fail-at", "recover-at",
                 ],
                 switches: ["help"])
             if options.has("help") {
@@ -77,6 +81,11 @@ enum DemoCommand {
                 throw CommandLineOptions.UsageError(description: "--seed must be a non-negative whole number, got \"\(seed)\"")
             }
             configuration.seed = value
+        }
+        if let region = options.string("fail-region") {
+            configuration.failure = ReplayConfiguration.RegionFailure(
+                region: region, downAt: try options.number("fail-at", in: 0...1) ?? 0.4,
+                upAt: try options.number("recover-at", in: 0...1) ?? 0.7)
         }
         try configuration.validate()
 
@@ -120,8 +129,25 @@ enum DemoCommand {
             baseURLs[region] = cluster.baseURL(of: region)
         }
 
+        if let failure = configuration.failure, topology.endpoint(failure.region) == nil {
+            throw CommandLineOptions.UsageError(
+                description:
+                    "--fail-region \(failure.region) is not a region; the regions are \(topology.regionNames.joined(separator: ", "))")
+        }
         let replay = TraceReplay(
-            trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration)
+            trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration,
+            faultInjector: { action in
+                switch action {
+                case .crash(let region):
+                    await cluster.crash(region)
+                case .restart(let region):
+                    do {
+                        try await cluster.restart(region)
+                    } catch {
+                        logger.error("region restart failed", ["region": region, "error": "\(error)"])
+                    }
+                }
+            })
         let outcome = await replay.run()
         let replicationReport = ReplicationReport(cluster: cluster, configuration: replication)
         await cluster.shutdown()

@@ -19,6 +19,9 @@ public struct ClientResponse: Sendable {
     public var replayed: Bool
     /// True when a neighbour answered from its standby copy (`Homeport-Served-From: standby`).
     public var servedFromStandby: Bool
+    /// True when the session was re-homed from a copy known to miss writes
+    /// of its failed home (`Homeport-Replication-Gap: true`).
+    public var replicationGap: Bool
     public var body: JSONValue
 }
 
@@ -178,6 +181,7 @@ public final class HomeportClient: Sendable {
             routeToken: http.header("Homeport-Route"),
             replayed: http.header("Idempotent-Replayed") == "true",
             servedFromStandby: http.header("Homeport-Served-From") == "standby",
+            replicationGap: http.header("Homeport-Replication-Gap") == "true",
             body: json)
     }
 

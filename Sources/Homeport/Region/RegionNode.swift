@@ -152,10 +152,21 @@ public final class RegionNode: Sendable {
                     do {
                         try requireLease()
                         response = try await sessions.handle(operation, session: session, token: token, request: request)
+                        response.headers.append((Self.servedByHeader, region))
+                    } catch let error as SessionStoreError where error.code == .sessionNotFound {
+                        // This region came back after a takeover: its old sessions
+                        // now live at the region that took it over.
+                        if let record = try await takeoverRecord(of: region), record.to != region {
+                            labels.path = "forwarded"
+                            response = try await forward(request, to: record.to, requestID: requestID, session: session)
+                        } else {
+                            response = problemResponse(for: error, request: request, requestID: requestID)
+                            response.headers.append((Self.servedByHeader, region))
+                        }
                     } catch {
                         response = problemResponse(for: error, request: request, requestID: requestID)
+                        response.headers.append((Self.servedByHeader, region))
                     }
-                    response.headers.append((Self.servedByHeader, region))
                 } else if takeovers?.hasTakenOver(token.home) == true {
                     response = try await serveTakenOver(operation, session: session, token: token, request: request)
                 } else if let standbyResponse = try standbyRead(operation, token: token, request: request) {

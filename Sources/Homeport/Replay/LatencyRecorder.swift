@@ -22,6 +22,8 @@ public final class LatencyRecorder: Sendable {
         /// Entries the home had reported beyond a standby answer's copy.
         var standbyEntriesBehind: [Double] = []
         var standbyGaps = 0
+        var firstRehomeSeconds: Double?
+        var replicationGapResponses = 0
         var errors: [String: Int] = [:]
         var retries = 0
         var firstErrors: [String] = []
@@ -64,6 +66,20 @@ public final class LatencyRecorder: Sendable {
 
     public var standbyEntriesBehind: [Double] { state.withLock { $0.standbyEntriesBehind } }
     public var standbyGaps: Int { state.withLock { $0.standbyGaps } }
+
+    /// Records a response that re-homed a session, `seconds` after the replay started.
+    public func recordRehome(atSeconds seconds: Double) {
+        state.withLock { state in
+            if state.firstRehomeSeconds == nil { state.firstRehomeSeconds = seconds }
+        }
+    }
+
+    public func recordReplicationGap() {
+        state.withLock { $0.replicationGapResponses += 1 }
+    }
+
+    public var firstRehomeSeconds: Double? { state.withLock { $0.firstRehomeSeconds } }
+    public var replicationGapResponses: Int { state.withLock { $0.replicationGapResponses } }
 
     public func recordRetry() {
         state.withLock { $0.retries += 1 }

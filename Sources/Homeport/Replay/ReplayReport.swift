@@ -103,10 +103,26 @@ public struct ReplayReport: Sendable {
             let behind = LatencySummary(outcome.recorder.standbyEntriesBehind)
             lines.append("Stale-tolerant reads at the neighbour")
             lines.append(
-                "  \(standbyReads) of \(outcome.roamingRequests) roaming tail reads were answered from a standby copy instead of the home")
+                "  \(standbyReads) tail reads entering away from the home (\(outcome.roamingRequests) roaming requests, plus any during a failure) were served from a standby copy"
+            )
             lines.append(
                 "  entries behind the home's last report: p50 \(Int(behind.p50)), p99 \(Int(behind.p99)), max \(Int(behind.maximum)); with a known gap: \(outcome.recorder.standbyGaps)"
             )
+            lines.append("")
+        }
+
+        if let failover = outcome.failover {
+            lines.append("Failover")
+            lines.append(
+                "  \(failover.region) crashed at \(Self.format(failover.downAtSeconds)) s and came back at \(Self.format(failover.upAtSeconds)) s (memory lost, no data dir)"
+            )
+            let firstServed = failover.firstRehomedResponseSeconds.map { "\(Self.format($0)) s" } ?? "never"
+            lines.append("  time from the crash to the first request served by the new home: \(firstServed)")
+            lines.append(
+                "  sessions re-homed: \(failover.sessionsRehomed); responses with a replication gap: \(failover.responsesWithReplicationGap)"
+            )
+            lines.append(
+                "  acknowledged turns lost (not yet replicated when the home crashed): \(outcome.lostAcknowledgedTurns)")
             lines.append("")
         }
 
@@ -167,6 +183,17 @@ public struct ReplayReport: Sendable {
             "standbyEntriesBehind": LatencySummary(outcome.recorder.standbyEntriesBehind).json,
             "standbyReadsWithGap": .integer(Int64(outcome.recorder.standbyGaps)),
             "sessionsVerified": .integer(Int64(outcome.sessionsVerified)),
+            "lostAcknowledgedTurns": .integer(Int64(outcome.lostAcknowledgedTurns)),
+            "failover": outcome.failover.map { failover in
+                .object([
+                    "region": .string(failover.region),
+                    "downAtSeconds": .number(failover.downAtSeconds),
+                    "upAtSeconds": .number(failover.upAtSeconds),
+                    "firstRehomedResponseSeconds": failover.firstRehomedResponseSeconds.map { .number($0) } ?? .null,
+                    "sessionsRehomed": .integer(Int64(failover.sessionsRehomed)),
+                    "responsesWithReplicationGap": .integer(Int64(failover.responsesWithReplicationGap)),
+                ])
+            } ?? .null,
             "sessionsMismatched": .integer(Int64(outcome.sessionsMismatched)),
         ])
     }

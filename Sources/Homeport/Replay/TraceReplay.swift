@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Settings of a trace replay against a set of regions.
 public struct ReplayConfiguration: Sendable {
@@ -26,10 +27,32 @@ public struct ReplayConfiguration: Sendable {
     /// standby copy (`Homeport-Stale-Read: allow`), as a client that tolerates
     /// invisible staleness would.
     public var staleReadsWhenRoaming: Bool = true
+    /// A region to crash part way through the replay, and when (as fractions
+    /// of the replay's trace time) it goes down and comes back; nil crashes none.
+    public var failure: RegionFailure?
 
     public init() {}
 
+    /// A region that goes down and comes back during a replay.
+    public struct RegionFailure: Sendable, Equatable {
+        public var region: String
+        public var downAt: Double
+        public var upAt: Double
+
+        public init(region: String, downAt: Double = 0.4, upAt: Double = 0.7) {
+            self.region = region
+            self.downAt = downAt
+            self.upAt = upAt
+        }
+    }
+
     public func validate() throws(ConfigurationError) {
+        if let failure {
+            guard 0 < failure.downAt, failure.downAt < failure.upAt, failure.upAt < 1 else {
+                throw ConfigurationError(
+                    field: "fail-at", detail: "the failure must start and end inside the replay, with 0 < down < up < 1")
+            }
+        }
         guard timeCompression > 0, timeCompression.isFinite else {
             throw ConfigurationError(field: "speed", detail: "the time compression must be a positive number, got \(timeCompression)")
         }
@@ -45,6 +68,19 @@ public struct ReplayConfiguration: Sendable {
     }
 }
 
+/// What the replay asks of the cluster to inject a failure.
+public enum FaultAction: Sendable, Equatable {
+    case crash(String)
+    case restart(String)
+}
+
+/// A session's handle as its replay task holds it; a response that re-homes
+/// the session replaces the token. Used by one task only.
+private final class SessionHolder {
+    var handle: SessionHandle?
+    var rehomed = false
+}
+
 /// The result of a replay: the samples, and the end-of-run check of every session.
 public struct ReplayOutcome: Sendable {
     public var recorder: LatencyRecorder
@@ -57,6 +93,23 @@ public struct ReplayOutcome: Sendable {
     public var sessionsVerified: Int
     /// Sessions whose turn count did not match, or could not be read.
     public var sessionsMismatched: Int
+    /// Acknowledged turns missing at the session's home after the replay:
+    /// writes a crashed home acknowledged but had not yet replicated.
+    public var lostAcknowledgedTurns: Int = 0
+    /// The failure injected, with its timings, if any.
+    public var failover: FailoverOutcome?
+}
+
+/// What the injected region failure did.
+public struct FailoverOutcome: Sendable {
+    public var region: String
+    /// Seconds from the replay's start.
+    public var downAtSeconds: Double
+    public var upAtSeconds: Double
+    /// Seconds from the crash to the first response carrying a re-homed session's new token.
+    public var firstRehomedResponseSeconds: Double?
+    public var sessionsRehomed: Int
+    public var responsesWithReplicationGap: Int
 }
 
 /// Replays a conversation trace through the HTTP API.
@@ -77,14 +130,22 @@ public final class TraceReplay: Sendable {
     private let baseURLs: [String: String]
     private let configuration: ReplayConfiguration
     private let client: HomeportClient
+    /// Crashes and restarts regions for `configuration.failure`.
+    private let faultInjector: (@Sendable (FaultAction) async -> Void)?
+    /// Regions the injector has taken down; clients enter elsewhere meanwhile.
+    private let downRegions = Mutex<Set<String>>([])
+    /// When `run()` started, for timing re-homes against the failure.
+    private let replayStart = Mutex<ContinuousClock.Instant>(.now)
     private let filler: String
     /// Start time of each request in trace milliseconds, after spreading.
     private let startOffsets: [Double]
 
     public init(
         trace: ConversationTrace, sessions: RebuiltSessions, regions: [String], baseURLs: [String: String],
-        configuration: ReplayConfiguration, client: HomeportClient = HomeportClient()
+        configuration: ReplayConfiguration, client: HomeportClient = HomeportClient(),
+        faultInjector: (@Sendable (FaultAction) async -> Void)? = nil
     ) {
+        self.faultInjector = faultInjector
         self.trace = trace
         self.sessions = sessions
         self.regions = regions
@@ -129,6 +190,8 @@ public final class TraceReplay: Sendable {
     public func run() async -> ReplayOutcome {
         let recorder = LatencyRecorder()
         let started = ContinuousClock.now
+        replayStart.withLock { $0 = started }
+        let injection = Task { await self.injectFailure(startedAt: started) }
         let counters = await withTaskGroup(of: SessionCounters.self) { group in
             for session in sessions.sessions {
                 group.addTask { await self.replaySession(session, startedAt: started, recorder: recorder) }
@@ -137,24 +200,60 @@ public final class TraceReplay: Sendable {
             for await counters in group { total.add(counters) }
             return total
         }
+        let failureTimes = await injection.value
         let wallSeconds = (ContinuousClock.now - started).secondsValue
-        let (verified, mismatched) = await verifySessions(counters.handles, recorder: recorder)
+        let check = await verifySessions(counters.handles, recorder: recorder)
 
-        return ReplayOutcome(
+        var outcome = ReplayOutcome(
             recorder: recorder, requestsReplayed: counters.requests, sessionsReplayed: sessions.sessions.count,
             roamingRequests: counters.roaming, toolCallRequests: counters.toolCalls, wallSeconds: wallSeconds,
-            sessionsVerified: verified, sessionsMismatched: mismatched)
+            sessionsVerified: check.verified, sessionsMismatched: check.mismatched)
+        outcome.lostAcknowledgedTurns = check.lostTurns
+        if let failure = configuration.failure, let times = failureTimes {
+            outcome.failover = FailoverOutcome(
+                region: failure.region, downAtSeconds: times.down, upAtSeconds: times.up,
+                firstRehomedResponseSeconds: recorder.firstRehomeSeconds.map { $0 - times.down },
+                sessionsRehomed: counters.rehomed, responsesWithReplicationGap: recorder.replicationGapResponses)
+        }
+        return outcome
+    }
+
+    /// Crashes the configured region at its share of the replay and restarts
+    /// it later, recording both times in seconds from the start.
+    private func injectFailure(startedAt: ContinuousClock.Instant) async -> (down: Double, up: Double)? {
+        guard let failure = configuration.failure, let faultInjector else { return nil }
+        let span = Double(trace.durationMilliseconds) / configuration.timeCompression
+        try? await Task.sleep(until: startedAt + .milliseconds(span * failure.downAt), clock: .continuous)
+        downRegions.withLock { _ = $0.insert(failure.region) }
+        await faultInjector(.crash(failure.region))
+        let down = (ContinuousClock.now - startedAt).secondsValue
+
+        try? await Task.sleep(until: startedAt + .milliseconds(span * failure.upAt), clock: .continuous)
+        await faultInjector(.restart(failure.region))
+        downRegions.withLock { _ = $0.remove(failure.region) }
+        let up = (ContinuousClock.now - startedAt).secondsValue
+        return (down, up)
+    }
+
+    /// Returns `region`, or the next region of the ring while it is down, as a
+    /// client that fails over to another endpoint would.
+    private func reachableEntry(_ region: String) -> String {
+        let down = downRegions.withLock { $0 }
+        guard down.contains(region), let index = regions.firstIndex(of: region) else { return region }
+        return (1..<regions.count).map { regions[(index + $0) % regions.count] }.first { !down.contains($0) } ?? region
     }
 
     private struct SessionCounters: Sendable {
         var requests = 0
         var roaming = 0
         var toolCalls = 0
+        var rehomed = 0
         /// Each replayed session's handle and the turns it should hold.
         var handles: [(SessionHandle, Int)] = []
 
         mutating func add(_ other: SessionCounters) {
             requests += other.requests
+            rehomed += other.rehomed
             roaming += other.roaming
             toolCalls += other.toolCalls
             handles += other.handles
@@ -166,7 +265,7 @@ public final class TraceReplay: Sendable {
     {
         var counters = SessionCounters()
         let home = entryRegion(ofSession: session.id)
-        var handle: SessionHandle?
+        let holder = SessionHolder()
         var tokensInSession = 0
         var turnsAppended = 0
 
@@ -183,37 +282,38 @@ public final class TraceReplay: Sendable {
                 counters.roaming += 1
             }
             let withToolCall = Double.random(in: 0..<1, using: &generator) < configuration.toolCallShare
+            entry = reachableEntry(entry)
             let baseURL = baseURLs[entry]!
 
             // The first request creates the session, which homes it at its entry region.
-            if handle == nil {
+            if holder.handle == nil {
                 guard
                     let created = await call(
-                        "create_session", entry: entry, recorder: recorder,
+                        "create_session", entry: entry, recorder: recorder, holder: holder,
                         {
                             let (handle, response) = try await self.client.createSession(at: baseURL, tenant: self.configuration.tenant)
                             return (response, handle)
                         })
                 else { return counters }
-                handle = created
+                holder.handle = created
             }
-            guard let session = handle else { return counters }
+            guard holder.handle != nil else { return counters }
 
             let allowStale = entry != home && configuration.staleReadsWhenRoaming
-            _ = await call("read_tail", entry: entry, recorder: recorder) {
+            _ = await call("read_tail", entry: entry, recorder: recorder, holder: holder) {
                 let response = try await self.client.readTurns(
-                    at: baseURL, session, tail: self.configuration.tailTurns, allowStale: allowStale)
+                    at: baseURL, holder.handle!, tail: self.configuration.tailTurns, allowStale: allowStale)
                 if response.servedFromStandby { recorder.recordStandbyStaleness(response.body["standby"]) }
                 return (response, ())
             }
 
             let userTokens = max(0, request.inputTokens - tokensInSession)
             if await call(
-                "append_user_turn", entry: entry, recorder: recorder,
+                "append_user_turn", entry: entry, recorder: recorder, holder: holder,
                 {
                     (
                         try await self.client.appendTurn(
-                            at: baseURL, session, role: "user", content: self.content(tokens: userTokens), tokens: userTokens,
+                            at: baseURL, holder.handle!, role: "user", content: self.content(tokens: userTokens), tokens: userTokens,
                             idempotencyKey: "r\(requestIndex)-user"), ()
                     )
                 }) != nil
@@ -222,18 +322,18 @@ public final class TraceReplay: Sendable {
             }
 
             let refs = request.blockHashes.map { (block: Int64($0), location: "\(entry)/prefill-\($0 % 8)") }
-            _ = await call("put_kv_refs", entry: entry, recorder: recorder) {
-                (try await self.client.putKVCacheRefs(at: baseURL, session, refs: refs), ())
+            _ = await call("put_kv_refs", entry: entry, recorder: recorder, holder: holder) {
+                (try await self.client.putKVCacheRefs(at: baseURL, holder.handle!, refs: refs), ())
             }
 
             if withToolCall {
                 counters.toolCalls += 1
                 let callID = "call-\(requestIndex)"
                 for status in ["requested", "running", "succeeded"] {
-                    _ = await call("ledger_write", entry: entry, recorder: recorder) {
+                    _ = await call("ledger_write", entry: entry, recorder: recorder, holder: holder) {
                         (
                             try await self.client.writeLedgerEntry(
-                                at: baseURL, session, callID: callID, status: status,
+                                at: baseURL, holder.handle!, callID: callID, status: status,
                                 name: status == "requested" ? "web_search" : nil,
                                 arguments: status == "requested" ? .object(["query": .string("trace request \(requestIndex)")]) : nil,
                                 result: status == "succeeded" ? .object(["hits": .integer(Int64(requestIndex % 10))]) : nil), ()
@@ -243,11 +343,11 @@ public final class TraceReplay: Sendable {
             }
 
             if await call(
-                "append_assistant_turn", entry: entry, recorder: recorder,
+                "append_assistant_turn", entry: entry, recorder: recorder, holder: holder,
                 {
                     (
                         try await self.client.appendTurn(
-                            at: baseURL, session, role: "assistant", content: self.content(tokens: request.outputTokens),
+                            at: baseURL, holder.handle!, role: "assistant", content: self.content(tokens: request.outputTokens),
                             tokens: request.outputTokens, idempotencyKey: "r\(requestIndex)-assistant"), ()
                     )
                 }) != nil
@@ -259,17 +359,19 @@ public final class TraceReplay: Sendable {
             counters.requests += 1
         }
 
-        if let handle { counters.handles.append((handle, turnsAppended)) }
+        if let handle = holder.handle { counters.handles.append((handle, turnsAppended)) }
+        counters.rehomed += holder.rehomed ? 1 : 0
         return counters
     }
 
     /// Runs one API call with retries, records its latency (of the attempt
     /// that succeeded) or its error, and returns its value.
     private func call<Value>(
-        _ operation: String, entry: String, recorder: LatencyRecorder,
+        _ operation: String, entry: String, recorder: LatencyRecorder, holder: SessionHolder,
         _ body: () async throws -> (ClientResponse, Value)
     ) async -> Value? {
         var attempt = 1
+        var backoff = Duration.milliseconds(50)
         while true {
             let started = ContinuousClock.now
             do {
@@ -278,12 +380,29 @@ public final class TraceReplay: Sendable {
                 recorder.record(
                     operation, entry: entry, servedBy: response.servedBy ?? entry, fromStandby: response.servedFromStandby,
                     milliseconds: milliseconds)
+
+                // A response that re-homed the session carries its new token.
+                if let token = response.routeToken, var handle = holder.handle, token != handle.token {
+                    handle.token = token
+                    handle.home = response.servedBy ?? handle.home
+                    holder.handle = handle
+                    holder.rehomed = true
+                    recorder.recordRehome(atSeconds: (ContinuousClock.now - replayStart.withLock { $0 }).secondsValue)
+                }
+                if response.replicationGap { recorder.recordReplicationGap() }
                 return value
             } catch {
                 let clientError = error as? HomeportClientError ?? .invalidResponse("\(error)")
-                if clientError.isRetryable, attempt < configuration.maximumAttempts {
+                // While a region fails, retries wait for fencing and takeover
+                // (a few lease TTLs); otherwise a few quick attempts suffice.
+                let attempts = configuration.failure == nil ? configuration.maximumAttempts : 40
+                if clientError.isRetryable, attempt < attempts {
                     attempt += 1
                     recorder.recordRetry()
+                    if configuration.failure != nil {
+                        try? await Task.sleep(for: backoff)
+                        backoff = min(backoff * 2, .seconds(1))
+                    }
                     continue
                 }
                 recorder.recordError(operation, message: clientError.description)
@@ -292,40 +411,48 @@ public final class TraceReplay: Sendable {
         }
     }
 
-    /// Reads every session at its home and compares its turn count with what was appended.
-    private func verifySessions(_ handles: [(SessionHandle, Int)], recorder: LatencyRecorder) async -> (verified: Int, mismatched: Int) {
+    /// Reads every session at its home and compares its turn count with what
+    /// was acknowledged. Fewer turns after a failover are acknowledged writes
+    /// the crashed home had not replicated (counted in `lostTurns`, not as
+    /// mismatches); any other difference is a mismatch.
+    private func verifySessions(
+        _ handles: [(SessionHandle, Int)], recorder: LatencyRecorder
+    ) async -> (verified: Int, mismatched: Int, lostTurns: Int) {
         let chunkSize = max(1, (handles.count + 15) / 16)
-        return await withTaskGroup(of: (Int, Int).self) { group in
+        let failoverRan = configuration.failure != nil
+        return await withTaskGroup(of: (Int, Int, Int).self) { group in
             for chunk in stride(from: 0, to: handles.count, by: chunkSize) {
                 let slice = Array(handles[chunk..<min(chunk + chunkSize, handles.count)])
                 group.addTask {
                     var verified = 0
                     var mismatched = 0
+                    var lost = 0
                     for (handle, expectedTurns) in slice {
                         do {
                             let response = try await self.client.describeSession(at: self.baseURLs[handle.home]!, handle)
-                            if response.body["turnCount"]?.integerValue == Int64(expectedTurns) {
+                            let turns = Int(response.body["turnCount"]?.integerValue ?? -1)
+                            if turns == expectedTurns {
                                 verified += 1
+                            } else if failoverRan, turns >= 0, turns < expectedTurns {
+                                lost += expectedTurns - turns
                             } else {
                                 mismatched += 1
                                 recorder.recordError(
-                                    "verify",
-                                    message:
-                                        "session \(handle.id) has \(response.body["turnCount"]?.integerValue ?? -1) turns at its home, expected \(expectedTurns)"
-                                )
+                                    "verify", message: "session \(handle.id) has \(turns) turns at its home, expected \(expectedTurns)")
                             }
                         } catch {
                             mismatched += 1
                             recorder.recordError("verify", message: "session \(handle.id): \(error)")
                         }
                     }
-                    return (verified, mismatched)
+                    return (verified, mismatched, lost)
                 }
             }
-            var total = (0, 0)
-            for await (verified, mismatched) in group {
+            var total = (0, 0, 0)
+            for await (verified, mismatched, lost) in group {
                 total.0 += verified
                 total.1 += mismatched
+                total.2 += lost
             }
             return total
         }

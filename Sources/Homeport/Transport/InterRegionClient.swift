@@ -8,7 +8,8 @@ import Synchronization
 public final class InterRegionClient: Sendable {
     /// Response headers relayed from the home back to the caller.
     static let relayedHeaders = [
-        "Content-Type", "Homeport-Route", "Homeport-Served-By", "Homeport-Request-Id", "Idempotent-Replayed",
+        "Content-Type", "Homeport-Route", "Homeport-Served-By", "Homeport-Served-From", "Homeport-Replication-Gap",
+        "Homeport-Request-Id", "Idempotent-Replayed",
         "WWW-Authenticate",
     ]
 
