@@ -103,6 +103,18 @@ import Testing
         #expect(json?["errorCount"] as? Int == 0)
     }
 
+    @Test func demoRejectsUnknownFailRegion() throws {
+        let result = try Self.run(["demo", "--workload", "synthetic", "--limit", "10", "--fail-region", "mars"])
+        #expect(result.status == 2)
+        #expect(result.error.contains("--fail-region mars is not a region"))
+    }
+
+    @Test func demoRejectsFailureOutsideReplay() throws {
+        let result = try Self.run(["demo", "--fail-region", "us-east", "--fail-at", "0.8", "--recover-at", "0.5"])
+        #expect(result.status == 2)
+        #expect(result.error.contains("0 < down < up < 1"))
+    }
+
     @Test func unknownCommandIsAUsageError() throws {
         let result = try Self.run(["launch"])
         #expect(result.status == 2)
