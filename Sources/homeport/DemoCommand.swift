@@ -104,6 +104,11 @@ enum DemoCommand {
         // Every region listens on an ephemeral loopback port in this process.
         topology.regions = topology.regions.map { RegionEndpoint(name: $0.name, host: "127.0.0.1", port: 0) }
 
+        if let failure = configuration.failure, topology.endpoint(failure.region) == nil {
+            throw CommandLineOptions.UsageError(
+                description:
+                    "--fail-region \(failure.region) is not a region; the regions are \(topology.regionNames.joined(separator: ", "))")
+        }
         let (trace, source) = try loadWorkload(options, seed: configuration.seed)
         let sessions = SessionRebuilder.rebuild(trace)
 
@@ -129,11 +134,6 @@ enum DemoCommand {
             baseURLs[region] = cluster.baseURL(of: region)
         }
 
-        if let failure = configuration.failure, topology.endpoint(failure.region) == nil {
-            throw CommandLineOptions.UsageError(
-                description:
-                    "--fail-region \(failure.region) is not a region; the regions are \(topology.regionNames.joined(separator: ", "))")
-        }
         let replay = TraceReplay(
             trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration,
             faultInjector: { action in
