@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// This is the embedded default that `homeport demo` and the tests run.
 public final class EmbeddedCluster: Sendable {
-    /// What every node of the cluster is built with.
+    /// The settings every node of the cluster is built with.
     private struct Settings: Sendable {
         let limits: SessionStoreLimits
         let clock: any WallClock

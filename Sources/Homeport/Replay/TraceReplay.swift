@@ -27,8 +27,8 @@ public struct ReplayConfiguration: Sendable {
     /// standby copy (`Homeport-Stale-Read: allow`), as a client that tolerates
     /// invisible staleness would.
     public var staleReadsWhenRoaming: Bool = true
-    /// A region to crash part way through the replay, and when (as fractions
-    /// of the replay's trace time) it goes down and comes back; nil crashes none.
+    /// A region to crash part way through the replay, and when it goes down and
+    /// comes back, as fractions of the replay's trace time. Nil crashes none.
     public var failure: RegionFailure?
 
     public init() {}
@@ -68,14 +68,14 @@ public struct ReplayConfiguration: Sendable {
     }
 }
 
-/// What the replay asks of the cluster to inject a failure.
+/// A cluster operation the replay requests to inject a failure.
 public enum FaultAction: Sendable, Equatable {
     case crash(String)
     case restart(String)
 }
 
-/// A session's handle as its replay task holds it; a response that re-homes
-/// the session replaces the token. Used by one task only.
+/// A session's handle in its replay task. A response that re-homes the
+/// session replaces the token. Used by one task only.
 private final class SessionHolder {
     var handle: SessionHandle?
     var rehomed = false
@@ -100,7 +100,7 @@ public struct ReplayOutcome: Sendable {
     public var failover: FailoverOutcome?
 }
 
-/// What the injected region failure did.
+/// The effects of the injected region failure.
 public struct FailoverOutcome: Sendable {
     public var region: String
     /// Seconds from the replay's start.
@@ -413,8 +413,8 @@ public final class TraceReplay: Sendable {
 
     /// Reads every session at its home and compares its turn count with what
     /// was acknowledged. Fewer turns after a failover are acknowledged writes
-    /// the crashed home had not replicated (counted in `lostTurns`, not as
-    /// mismatches); any other difference is a mismatch.
+    /// the crashed home had not replicated, so they count in `lostTurns`, not
+    /// as mismatches. Any other difference is a mismatch.
     private func verifySessions(
         _ handles: [(SessionHandle, Int)], recorder: LatencyRecorder
     ) async -> (verified: Int, mismatched: Int, lostTurns: Int) {
