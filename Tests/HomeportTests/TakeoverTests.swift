@@ -49,6 +49,8 @@ import Testing
         #expect(read.servedBy == "us-west")
         #expect(read.body["turns"]?.arrayValue?.count == 3)
         #expect(read.body["epoch"]?.integerValue == 2)
+        #expect(read.body["replicationGap"]?.boolValue == true)
+        #expect(read.replicationGap)
         #expect(newToken != session.token)
 
         // A write with the old token at the new home is served at epoch 2.
@@ -66,6 +68,7 @@ import Testing
         rehomed.home = "us-west"
         let final = try await client.readTurns(at: third, rehomed, tail: nil)
         #expect(final.servedBy == "us-west")
+        #expect(final.body["replicationGap"]?.boolValue == true)
         #expect(final.body["turns"]?.arrayValue?.map { $0["content"]?.stringValue } == ["turn 0", "turn 1", "turn 2", "after"])
         await cluster.shutdown()
     }

@@ -263,7 +263,6 @@ public final class RegionNode: Sendable {
     ) async throws -> HTTPResponse {
         try requireLease()
 
-        var gap = false
         var found: SessionInfo?
         do {
             found = try await store.sessionInfo(session)
@@ -277,7 +276,6 @@ public final class RegionNode: Sendable {
             guard let copy = standbySession(session, home: token.home), copy.tenant == token.tenant else {
                 throw SessionUnavailableError(session: session, failedHome: token.home)
             }
-            gap = standbyPosition(of: session, home: token.home)?.replicationGap ?? false
             info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1)
             logger.info("session re-homed", ["session": session.rawValue, "from": token.home, "epoch": "\(info.epoch)"])
         }
@@ -292,8 +290,8 @@ public final class RegionNode: Sendable {
         var response = try await sessions.handle(operation, session: session, token: rehomed, request: request)
         response.headers.append((Self.routeHeader, keyRing.sign(rehomed)))
         response.headers.append((Self.servedByHeader, region))
-        if gap {
-            // The copy knew it was behind the failed home: the unreplicated tail may be missing.
+        if info.replicationGap {
+            // The copy may lack the failed home's unreplicated tail.
             response.headers.append(("Homeport-Replication-Gap", "true"))
         }
         return response

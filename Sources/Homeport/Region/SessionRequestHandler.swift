@@ -49,14 +49,15 @@ struct SessionRequestHandler: Sendable {
             try rejectBody(request)
             let selection = try parseTurnSelection(request.query)
             let (turns, current) = try await store.readTurns(session, selection)
-            return .json(
-                200,
-                .object([
-                    "turns": .array(turns.map(SessionJSON.turn)),
-                    "epoch": .integer(Int64(current.epoch)),
-                    "lastSeq": .integer(Int64(current.lastStamp.seq)),
-                    "turnCount": .integer(Int64(current.turnCount)),
-                ]))
+            var fields: [String: JSONValue] = [
+                "turns": .array(turns.map(SessionJSON.turn)),
+                "epoch": .integer(Int64(current.epoch)),
+                "lastSeq": .integer(Int64(current.lastStamp.seq)),
+                "turnCount": .integer(Int64(current.turnCount)),
+            ]
+            // A session adopted after its home failed may miss that home's last writes.
+            if current.replicationGap { fields["replicationGap"] = .bool(true) }
+            return .json(200, .object(fields))
 
         case .listLedger:
             try rejectBodyAndQuery(request)

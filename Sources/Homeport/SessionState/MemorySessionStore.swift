@@ -147,6 +147,8 @@ public final class MemorySessionStore: SessionStore {
             var record = SessionRecord(restoring: copy, limits: limits)
             record.home = home
             record.epoch = epoch
+            // Any copy may lack the failed home's last writes.
+            record.replicationGap = true
             do throws(SessionLogError) {
                 let info = record.info
                 try journal?.record(

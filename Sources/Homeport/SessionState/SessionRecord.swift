@@ -28,6 +28,9 @@ struct SessionRecord: Sendable {
     var ledger: [String: LedgerEntry] = [:]
     var kvCacheRefs: [Int64: KVCacheRef] = [:]
     var values: [String: SessionValue] = [:]
+    /// Set when the session was adopted from a standby copy after a takeover.
+    /// NOTE: only reconcile-forward (not built yet) could clear it.
+    var replicationGap = false
 
     init(id: SessionID, tenant: TenantID, home: String, epoch: UInt64, createdAtMilliseconds: Int64) {
         self.id = id
@@ -67,7 +70,8 @@ struct SessionRecord: Sendable {
         SessionInfo(
             id: id, tenant: tenant, home: home, epoch: epoch,
             lastStamp: SessionStamp(epoch: epoch, seq: lastSeq),
-            turnCount: turns.count, bufferBytes: bufferBytes, createdAtMilliseconds: createdAtMilliseconds)
+            turnCount: turns.count, bufferBytes: bufferBytes, createdAtMilliseconds: createdAtMilliseconds,
+            replicationGap: replicationGap)
     }
 
     private mutating func nextStamp() -> SessionStamp {

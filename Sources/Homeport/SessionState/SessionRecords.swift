@@ -32,6 +32,9 @@ public struct SessionInfo: Sendable, Equatable {
     /// Bytes of turn content currently held.
     public var bufferBytes: Int
     public var createdAtMilliseconds: Int64
+    /// True for a session adopted from a standby copy after its home failed:
+    /// its reads may miss writes the old home had not replicated.
+    public var replicationGap: Bool = false
 }
 
 public enum TurnRole: String, Sendable, CaseIterable {
