@@ -119,7 +119,7 @@ public struct ReplayReport: Sendable {
             let firstServed = failover.firstRehomedResponseSeconds.map { "\(Self.format($0)) s" } ?? "never"
             lines.append("  time from the crash to the first request served by the new home: \(firstServed)")
             lines.append(
-                "  sessions re-homed: \(failover.sessionsRehomed); responses with a replication gap: \(failover.responsesWithReplicationGap)"
+                "  sessions re-homed: \(failover.sessionsRehomed); responses marked as possibly missing the old home's last writes: \(failover.responsesWithReplicationGap)"
             )
             lines.append(
                 "  acknowledged turns lost (not yet replicated when the home crashed): \(outcome.lostAcknowledgedTurns)")

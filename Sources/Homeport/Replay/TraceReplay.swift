@@ -389,7 +389,9 @@ public final class TraceReplay: Sendable {
                     holder.rehomed = true
                     recorder.recordRehome(atSeconds: (ContinuousClock.now - replayStart.withLock { $0 }).secondsValue)
                 }
-                if response.replicationGap { recorder.recordReplicationGap() }
+                if response.replicationGap || response.body["replicationGap"]?.boolValue == true {
+                    recorder.recordReplicationGap()
+                }
                 return value
             } catch {
                 let clientError = error as? HomeportClientError ?? .invalidResponse("\(error)")
