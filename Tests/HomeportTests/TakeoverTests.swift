@@ -3,26 +3,13 @@ import Testing
 
 @Suite struct TakeoverTests {
     static func startCluster() async throws -> EmbeddedCluster {
-        let topology = try RegionTopology(
-            regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
-            latency: LatencyMatrix(
-                oneWay: [
-                    RegionPair("us-east", "us-west"): .milliseconds(1), RegionPair("us-east", "eu-west"): .milliseconds(1),
-                    RegionPair("us-west", "eu-west"): .milliseconds(1),
-                ], jitterFraction: 0))
-        var replication = ReplicationOutbox.Configuration()
-        replication.maximumBatchDelayMilliseconds = 2
         var lease = RegionLease.Configuration()
         // Short enough to keep the test near two seconds, long enough that a
         // busy test machine does not delay renewals past the margin.
         lease.ttl = .seconds(2)
         lease.renewInterval = .milliseconds(300)
         lease.safetyMargin = .milliseconds(500)
-        let cluster = try EmbeddedCluster(
-            topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
-            replication: replication, lease: lease, takeoverCheckInterval: .milliseconds(50))
-        try await cluster.start()
-        return cluster
+        return try await startReplicatingCluster(batchDelayMilliseconds: 2, lease: lease, takeoverCheckInterval: .milliseconds(50))
     }
 
     @Test func neighbourTakesOverAndRehomesOnNextRequest() async throws {

@@ -108,7 +108,10 @@ import Testing
 }
 
 /// Starts us-east, us-west and eu-west, 1 ms apart, replicating with the given batch delay.
-private func startReplicatingCluster(batchDelayMilliseconds: Int64) async throws -> EmbeddedCluster {
+func startReplicatingCluster(
+    batchDelayMilliseconds: Int64, lease: RegionLease.Configuration = RegionLease.Configuration(),
+    takeoverCheckInterval: Duration = .milliseconds(500)
+) async throws -> EmbeddedCluster {
     let topology = try RegionTopology(
         regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
         latency: LatencyMatrix(
@@ -120,7 +123,7 @@ private func startReplicatingCluster(batchDelayMilliseconds: Int64) async throws
     replication.maximumBatchDelayMilliseconds = batchDelayMilliseconds
     let cluster = try EmbeddedCluster(
         topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
-        replication: replication)
+        replication: replication, lease: lease, takeoverCheckInterval: takeoverCheckInterval)
     try await cluster.start()
     return cluster
 }

@@ -55,7 +55,7 @@ public final class RegionNode: Sendable {
     public let leaseKeeper: RegionLeaseKeeper?
     /// Takes over failed neighbours' sessions; nil without a linearizable store.
     public let takeovers: TakeoverMonitor?
-    /// Where takeover records are read when a home cannot be reached.
+    /// The store of takeover records, read when a home cannot be reached.
     private let linearizableStore: (any LinearizableStore)?
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
@@ -219,9 +219,9 @@ public final class RegionNode: Sendable {
         return .json(201, body, headers: [(Self.routeHeader, signed), (Self.servedByHeader, region)])
     }
 
-    /// Forwards to the session's home; when the home cannot be reached or has
-    /// fenced itself and a takeover record names a new home, goes there
-    /// instead (or serves here, if this region is the new home).
+    /// Forwards to the session's home. When the home cannot be reached or has
+    /// fenced itself, and a takeover record names a new home, it goes there
+    /// instead, or serves here if this region is the new home.
     private func forwardFollowingTakeover(
         _ request: HTTPRequest, operation: SessionOperation, session: SessionID, token: RoutingToken, requestID: String
     ) async throws -> HTTPResponse {
@@ -234,7 +234,7 @@ public final class RegionNode: Sendable {
             return try await follow(record, request, operation: operation, session: session, token: token, requestID: requestID)
         }
 
-        // A home that fenced itself answers 503; it may have been taken over.
+        // A home that fenced itself responds 503, so it may have been taken over.
         guard response.status == 503, let record = try await takeoverRecord(of: token.home) else { return response }
         return try await follow(record, request, operation: operation, session: session, token: token, requestID: requestID)
     }
@@ -255,9 +255,9 @@ public final class RegionNode: Sendable {
     }
 
     /// Serves a session of a region this one took over. Its first request here
-    /// adopts the session from the standby copy at the next epoch; every
-    /// response carries the session's new routing token, since the client's
-    /// still names the old home.
+    /// adopts the session from the standby copy at the next epoch. Every
+    /// response carries the session's new routing token, because the client's
+    /// token still names the old home.
     private func serveTakenOver(
         _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
     ) async throws -> HTTPResponse {
@@ -331,7 +331,7 @@ public final class RegionNode: Sendable {
         return .json(200, acknowledgement.json)
     }
 
-    /// Answers a read from this node's standby copy when the policy and the
+    /// Serves a read from this node's standby copy when the policy and the
     /// request allow it and the copy exists; returns nil to forward instead.
     ///
     /// The response states how stale it may be: the copy's position, the

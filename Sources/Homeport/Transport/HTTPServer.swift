@@ -48,8 +48,8 @@ public final class HTTPServer: Sendable {
         var port: UInt16 = 0
         var listenSocket: Int32 = -1
         var inFlight = 0
-        /// Set by `shutdown()`: from then on new requests are answered 503 at
-        /// once instead of being suspended, because libmicrohttpd must not be
+        /// Set by `shutdown()`: from then on new requests get 503 at once
+        /// instead of being suspended, because libmicrohttpd must not be
         /// stopped while a connection is suspended.
         var stopping = false
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
@@ -65,7 +65,7 @@ public final class HTTPServer: Sendable {
     }
 
     deinit {
-        // Tasks that answer requests hold the server, so none is in flight
+        // Tasks that handle requests hold the server, so none is in flight
         // here and stopping cannot meet a suspended connection.
         if let daemon = lifecycle.withLock({ $0.daemon }) {
             MHD_stop_daemon(daemon.pointer)
