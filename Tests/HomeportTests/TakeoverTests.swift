@@ -19,12 +19,7 @@ import Testing
         let neighbour = cluster.baseURL(of: "us-west")!
         let third = cluster.baseURL(of: "eu-west")!
 
-        let (session, _) = try await client.createSession(at: home, tenant: "acme")
-        for index in 0..<3 {
-            _ = try await client.appendTurn(
-                at: home, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")
-        }
-        await cluster.node("us-east")!.replication!.drained()
+        let session = try await createReplicatedSession(in: cluster, client: client)
 
         await cluster.crash("us-east")
         await cluster.node("us-west")!.takeovers!.takenOver("us-east")

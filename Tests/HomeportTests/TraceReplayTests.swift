@@ -128,6 +128,19 @@ func startReplicatingCluster(
     return cluster
 }
 
+/// Creates a session at us-east with turns "turn 0" to "turn 2" (keys k0 to k2)
+/// and returns once us-west's standby copy has all of them.
+func createReplicatedSession(in cluster: EmbeddedCluster, client: HomeportClient) async throws -> SessionHandle {
+    let home = cluster.baseURL(of: "us-east")!
+    let (session, _) = try await client.createSession(at: home, tenant: "acme")
+    for index in 0..<3 {
+        _ = try await client.appendTurn(
+            at: home, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")
+    }
+    await cluster.node("us-east")!.replication!.drained()
+    return session
+}
+
 @Suite struct ReplicationWiringTests {
     @Test func standbyMatchesHomeAfterReplay() async throws {
         let trace = SyntheticWorkload.generate(seed: 11, requestCount: 200, durationMilliseconds: 30_000)
@@ -182,12 +195,7 @@ func startReplicatingCluster(
         let neighbour = cluster.baseURL(of: "us-west")!
         let third = cluster.baseURL(of: "eu-west")!
 
-        let (session, _) = try await client.createSession(at: home, tenant: "acme")
-        for index in 0..<3 {
-            _ = try await client.appendTurn(
-                at: home, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")
-        }
-        await cluster.node("us-east")!.replication!.drained()
+        let session = try await createReplicatedSession(in: cluster, client: client)
 
         let stale = try await client.readTurns(at: neighbour, session, tail: 2, allowStale: true)
         let strict = try await client.readTurns(at: neighbour, session, tail: 2)

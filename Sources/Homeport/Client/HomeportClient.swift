@@ -17,7 +17,7 @@ public struct ClientResponse: Sendable {
     /// A new routing token, when the response re-homes the session.
     public var routeToken: String?
     public var replayed: Bool
-    /// True when a neighbour answered from its standby copy (`Homeport-Served-From: standby`).
+    /// True when a neighbour served the read from its standby copy (`Homeport-Served-From: standby`).
     public var servedFromStandby: Bool
     /// True when the session was re-homed from a copy known to miss writes
     /// of its failed home (`Homeport-Replication-Gap: true`).
@@ -30,7 +30,7 @@ public enum HomeportClientError: Error, Sendable, CustomStringConvertible {
     case problem(status: Int, type: String, detail: String)
     /// No HTTP response: connection refused, reset or timed out.
     case transport(String)
-    /// An answer that is not the JSON the API promises.
+    /// A response that is not the JSON the API promises.
     case invalidResponse(String)
 
     public var description: String {
@@ -41,7 +41,7 @@ public enum HomeportClientError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    /// True when nothing reached the server or its answer was lost, so a retry
+    /// True when nothing reached the server or its response was lost, so a retry
     /// with the same idempotency key is safe and may succeed.
     public var isRetryable: Bool {
         switch self {

@@ -66,7 +66,7 @@ public final class MetricsRegistry: Sendable {
         }
     }
 
-    /// The current value of a counter or gauge series, or 0 if it was never set.
+    /// Returns the current value of a counter or gauge series, or 0 if it was never set.
     public func value(_ name: String, labels: KeyValuePairs<String, String>) -> Double {
         let key = SeriesKey(name: name, labels: labels.map(\.value))
         return state.withLock { $0.values[key] ?? 0 }
@@ -83,7 +83,7 @@ public final class MetricsRegistry: Sendable {
         return key
     }
 
-    /// The whole registry in the Prometheus text format, series sorted for stable output.
+    /// Renders the whole registry in the Prometheus text format, series sorted for stable output.
     public func renderPrometheus() -> String {
         let snapshot = state.withLock { $0 }
         var output = ""

@@ -4,7 +4,7 @@ import Synchronization
 public struct OperationKey: Hashable, Sendable, Comparable {
     public var operation: String
     /// `local` when the entry region served it from the home store,
-    /// `forwarded` when the home did, `standby` when the entry region answered
+    /// `forwarded` when the home did, `standby` when the entry region served it
     /// from its standby copy.
     public var path: String
 
@@ -35,7 +35,12 @@ public final class LatencyRecorder: Sendable {
 
     /// Records one successful call; `milliseconds` is the client-observed latency.
     public func record(_ operation: String, entry: String, servedBy: String, fromStandby: Bool = false, milliseconds: Double) {
-        let path = fromStandby ? "standby" : servedBy == entry ? "local" : "forwarded"
+        let path: String
+        if fromStandby {
+            path = "standby"
+        } else {
+            path = servedBy == entry ? "local" : "forwarded"
+        }
         state.withLock { state in
             state.samples[OperationKey(operation: operation, path: path), default: []].append(milliseconds)
             if path == "forwarded" {
@@ -53,7 +58,7 @@ public final class LatencyRecorder: Sendable {
         }
     }
 
-    /// Records how stale a standby answer was, from its `standby` object.
+    /// Records how stale a standby response was, from its `standby` object.
     public func recordStandbyStaleness(_ standby: JSONValue?) {
         let applied = standby?["appliedSeq"]?.integerValue ?? 0
         let reported = standby?["homeLastSeq"]?.integerValue ?? applied

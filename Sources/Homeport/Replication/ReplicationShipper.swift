@@ -92,7 +92,7 @@ public final class ReplicationShipper: Sendable {
     }
 
     /// Adds a mutation the home has stored. It takes one short lock and cannot
-    /// fail: past the outbox's bound it asks for a snapshot instead.
+    /// fail: past the outbox's bound it requests a snapshot instead.
     public func enqueue(_ entry: ReplicationEntry) {
         let now = clock.nowMilliseconds()
         let (action, wakeUp) = state.withLock { state in

@@ -5,7 +5,7 @@ import Foundation
 public enum HMACSHA256 {
     public static let outputByteCount = 32
 
-    /// The 32-byte HMAC-SHA256 of `message` under `key` (RFC 2104, FIPS 180-4).
+    /// Computes the 32-byte HMAC-SHA256 of `message` under `key` (RFC 2104, FIPS 180-4).
     public static func authenticate(_ message: [UInt8], key: [UInt8]) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: outputByteCount)
         var outputLength: UInt32 = 0

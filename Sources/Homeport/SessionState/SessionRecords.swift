@@ -20,7 +20,7 @@ public struct SessionStamp: Sendable, Hashable, Comparable, CustomStringConverti
     public var description: String { "(\(epoch), \(seq))" }
 }
 
-/// What a session is and where it lives.
+/// A session's identity and location: tenant, home region and epoch.
 public struct SessionInfo: Sendable, Equatable {
     public var id: SessionID
     public var tenant: TenantID
@@ -81,7 +81,7 @@ public struct TurnAppendResult: Sendable, Equatable {
     public var replayed: Bool
 }
 
-/// Which turns a read returns.
+/// The selection of turns a read returns.
 public enum TurnSelection: Sendable, Equatable {
     case all
     /// The last `count` turns.
@@ -151,7 +151,7 @@ public struct LedgerWriteResult: Sendable, Equatable {
 public struct KVCacheRef: Sendable, Equatable {
     /// The prefix hash id of the block.
     public var block: Int64
-    /// Where the block lives (a node, device or cache tier; opaque to Homeport).
+    /// The block's location (a node, device or cache tier), opaque to Homeport.
     public var location: String
     public var stamp: SessionStamp
     public var expiresAtMilliseconds: Int64

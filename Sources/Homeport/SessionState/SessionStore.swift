@@ -61,7 +61,7 @@ public protocol SessionStore: Sendable {
     func values(_ id: SessionID) async throws(SessionStoreError) -> [SessionValue]
 
     /// Makes this store the home of a session taken over from a failed region,
-    /// at `epoch`, built from its standby copy; returns the existing session
+    /// at `epoch`, built from its standby copy. Returns the existing session
     /// unchanged if it is here already.
     func adopt(_ copy: StandbySession, home: String, epoch: UInt64) async throws(SessionStoreError) -> SessionInfo
 

@@ -27,7 +27,7 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
     }
 }
 
-/// Where log lines go. Writes are serialised so lines never interleave.
+/// The destination of log lines. Writes are serialised so lines never interleave.
 public final class LogSink: Sendable {
     /// The file descriptor lines are written to, or nil to drop them; the lock
     /// keeps whole lines together.
@@ -80,7 +80,7 @@ public struct Logger: Sendable {
         self.metadata = metadata
     }
 
-    /// A copy of this logger that adds `extra` to every record.
+    /// Returns a copy of this logger that adds `extra` to every record.
     public func with(_ extra: [String: String]) -> Logger {
         var copy = self
         copy.metadata.merge(extra) { _, new in new }

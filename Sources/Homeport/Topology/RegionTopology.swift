@@ -4,7 +4,7 @@ import Foundation
 public struct RegionEndpoint: Sendable, Equatable {
     public var name: String
     public var host: String
-    /// 0 asks for an ephemeral port (in-process runs and tests).
+    /// 0 binds an ephemeral port (in-process runs and tests).
     public var port: UInt16
 
     public init(name: String, host: String = "127.0.0.1", port: UInt16 = 0) {
@@ -32,7 +32,7 @@ public struct RegionTopology: Sendable, Equatable {
         try validate()
     }
 
-    /// The design's default: three regions with one-way delays of about half the
+    /// Returns the default topology: three regions with one-way delays of about half the
     /// published average round trips between such cloud regions, ±10% jitter.
     public static func threeRegionDefault() -> RegionTopology {
         try! RegionTopology(
@@ -140,7 +140,7 @@ public struct LatencyMatrix: Sendable, Equatable {
         return oneWay[RegionPair(source, destination)] ?? .zero
     }
 
-    /// One crossing's delay with its jitter drawn.
+    /// Draws one crossing's delay, jitter included.
     public func sampleDelay<Generator: RandomNumberGenerator>(
         from source: String, to destination: String, using generator: inout Generator
     ) -> Duration {
@@ -150,12 +150,12 @@ public struct LatencyMatrix: Sendable, Equatable {
         return nominal * factor
     }
 
-    /// The longest a round trip can take by the matrix: both crossings at full jitter.
+    /// Returns the maximum round trip by the matrix: both crossings at full jitter.
     public func maximumRoundTrip(between source: String, and destination: String) -> Duration {
         nominalDelay(from: source, to: destination) * (2 * (1 + jitterFraction))
     }
 
-    /// Every delay multiplied by `factor` (0 removes them).
+    /// Returns the matrix with every delay multiplied by `factor` (0 removes them).
     public func scaled(by factor: Double) -> LatencyMatrix {
         LatencyMatrix(oneWay: oneWay.mapValues { $0 * factor }, jitterFraction: jitterFraction)
     }

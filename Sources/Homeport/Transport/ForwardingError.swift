@@ -1,13 +1,13 @@
-/// Why a request could not be relayed to its session's home region.
+/// The failure to relay a request to its session's home region.
 public struct ForwardingError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Code: String, Sendable {
         /// 421: the token names a region that this deployment does not have.
         case unknownRegion = "unknown-home-region"
         /// 508: a forwarded request reached a node that is not the home either.
         case forwardingLoop = "forwarding-loop"
-        /// 502: the home region refused the connection or answered garbage.
+        /// 502: the home region refused the connection or sent an invalid response.
         case homeUnreachable = "home-unreachable"
-        /// 504: the home region did not answer in time.
+        /// 504: the home region did not respond in time.
         case timedOut = "home-timed-out"
     }
 

@@ -34,9 +34,9 @@ public struct HTTPClientError: Error, Sendable, Equatable, CustomStringConvertib
 /// threads (`BlockingIOThreads`), never on the Swift concurrency pool, and
 /// returns through a continuation. At most `maximumConcurrentExchanges` run
 /// at once, and the rest wait their turn.
-/// Connections are reused per endpoint; a reused connection that the server
-/// closed while idle is detected (no response byte) and the request is sent
-/// once more on a new connection. Responses may use Content-Length or chunked
+/// Connections are reused per endpoint. A reused connection that the server
+/// closed while idle yields no response byte, so the request is sent once
+/// more on a new connection. Responses may use Content-Length or chunked
 /// transfer coding. No TLS: every call goes to another Homeport node on a
 /// private network or loopback.
 public final class HTTPClient: Sendable {

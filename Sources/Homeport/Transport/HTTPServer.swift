@@ -25,7 +25,7 @@ public struct HTTPServerError: Error, CustomStringConvertible {
     public var description: String { detail }
 }
 
-/// An HTTP/1.1 server on libmicrohttpd that answers from Swift concurrency.
+/// An HTTP/1.1 server on libmicrohttpd whose handlers run in Swift concurrency.
 ///
 /// libmicrohttpd's internal thread reads each request, then suspends the
 /// connection while a task runs the async handler; the task stores the
@@ -253,16 +253,16 @@ private struct DaemonHandle: @unchecked Sendable {
     let pointer: OpaquePointer
 }
 
-/// An `MHD_Connection` pointer, sent to the task that answers it:
+/// An `MHD_Connection` pointer, sent to the task that responds on it:
 /// `MHD_resume_connection` may be called from any thread.
 private struct ConnectionHandle: @unchecked Sendable {
     let pointer: OpaquePointer
 }
 
-/// What libmicrohttpd keeps for one request between callbacks.
+/// The state libmicrohttpd keeps for one request between callbacks.
 ///
 /// `body`, `headers` and `oversized` are touched only on libmicrohttpd's
-/// thread; `response` is written by the answering task and read on that
+/// thread; `response` is written by the responding task and read on that
 /// thread after the resume, so it sits behind a mutex.
 private final class RequestContext: @unchecked Sendable {
     var body: [UInt8] = []
