@@ -338,7 +338,7 @@ struct ReplicatedHome {
             switch error.code {
             case .ledgerConflict, .limitExceeded, .idempotencyKeyReused:
                 return
-            case .sessionNotFound, .sessionExists, .entryNotFound, .staleEpoch, .invalidWrite, .notDurable:
+            case .sessionNotFound, .sessionExists, .entryNotFound, .staleEpoch, .invalidWrite, .notDurable, .reconcilePositionUnknown:
                 throw error
             }
         }

@@ -110,7 +110,7 @@ import Testing
 /// Starts us-east, us-west and eu-west, 1 ms apart, replicating with the given batch delay.
 func startReplicatingCluster(
     batchDelayMilliseconds: Int64, lease: RegionLease.Configuration = RegionLease.Configuration(),
-    takeoverCheckInterval: Duration = .milliseconds(500)
+    takeoverCheckInterval: Duration = .milliseconds(500), dataDirectory: String? = nil
 ) async throws -> EmbeddedCluster {
     let topology = try RegionTopology(
         regions: [RegionEndpoint(name: "us-east"), RegionEndpoint(name: "us-west"), RegionEndpoint(name: "eu-west")],
@@ -123,7 +123,7 @@ func startReplicatingCluster(
     replication.maximumBatchDelayMilliseconds = batchDelayMilliseconds
     let cluster = try EmbeddedCluster(
         topology: topology, keyRing: try TokenKeyRing.generated(), logger: Logger(label: "test", sink: .discarding),
-        replication: replication, lease: lease, takeoverCheckInterval: takeoverCheckInterval)
+        replication: replication, lease: lease, takeoverCheckInterval: takeoverCheckInterval, dataDirectory: dataDirectory)
     try await cluster.start()
     return cluster
 }

@@ -18,6 +18,7 @@ public final class RegionLeaseKeeper: Sendable {
     /// The protocol state, shared by the loop and `canServe()`.
     private let lease: Mutex<RegionLease>
     private let loop = Mutex<Task<Void, Never>?>(nil)
+    private let grants = Atomic<Int>(0)
 
     public init(
         region: String, configuration: RegionLease.Configuration = RegionLease.Configuration(), store: any LinearizableStore,
@@ -36,6 +37,11 @@ public final class RegionLeaseKeeper: Sendable {
         return lease.withLock { $0.canServe(nowMilliseconds: now) }
     }
 
+    /// Counts the leases granted to this keeper: 0 before the first. A node
+    /// that sees it change checks for a takeover of its region before it
+    /// serves on the new lease.
+    public var generation: Int { grants.load(ordering: .acquiring) }
+
     /// Runs one step: performs the action due now, if any. The loop calls it
     /// every quarter of the renew interval; tests call it directly.
     public func step() async {
@@ -47,10 +53,14 @@ public final class RegionLeaseKeeper: Sendable {
         case .grant(let ttl):
             do {
                 let granted = try await store.grantLease(ttl: ttl)
-                // NOTE: the put is unconditional. Once a neighbour can take over
-                // an expired region, re-granting must first check for its record.
+                // The put is unconditional: a neighbour may have taken the region
+                // over meanwhile, which the node checks for before it serves on
+                // the new generation (`RegionNode.reconcileIfNeeded`).
                 let value = JSONValue.object(["region": .string(region), "grantedAt": .integer(clock.nowMilliseconds())]).serializedBytes()
                 _ = try await store.put(Self.leaseKey(of: region), value: value, lease: granted.id)
+                // Count the grant before it lets the node serve, so the node
+                // never serves on it unchecked.
+                grants.add(1, ordering: .releasing)
                 lease.withLock { $0.granted(granted) }
                 logger.info(
                     "region lease granted", ["lease": granted.id.description, "ttlMilliseconds": "\(granted.ttl.wholeMilliseconds)"])

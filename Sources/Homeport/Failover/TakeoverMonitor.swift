@@ -1,41 +1,10 @@
 import Synchronization
 
-/// A record in the linearizable store saying that `to` serves the sessions
-/// of the failed region `from`. Written once, by compare-and-swap on an
-/// absent key, so exactly one region wins a takeover.
-public struct TakeoverRecord: Sendable, Equatable {
-    public var from: String
-    public var to: String
-    /// Wall-clock milliseconds since the Unix epoch.
-    public var takenAtMilliseconds: Int64
-
-    public static func key(of region: String) -> String { "/homeport/takeovers/\(region)" }
-
-    public var bytes: [UInt8] {
-        JSONValue.object([
-            "from": .string(from), "to": .string(to), "takenAt": .integer(takenAtMilliseconds),
-        ]).serializedBytes()
-    }
-
-    public init(from: String, to: String, takenAtMilliseconds: Int64) {
-        self.from = from
-        self.to = to
-        self.takenAtMilliseconds = takenAtMilliseconds
-    }
-
-    /// Decodes a stored record; nil when the bytes are not one.
-    public init?(bytes: [UInt8]) {
-        guard let value = try? JSONValue.parse(bytes), let from = value["from"]?.stringValue, let to = value["to"]?.stringValue,
-            let takenAt = value["takenAt"]?.integerValue
-        else { return nil }
-        self.init(from: from, to: to, takenAtMilliseconds: takenAt)
-    }
-}
-
 /// Watches the leases of the regions whose neighbour this region is, and
-/// takes one over when its lease has expired. It writes the takeover record
-/// with compare-and-swap. If it wins, or finds its own record, it starts
-/// serving that region's sessions from its standby copies.
+/// takes one over when its lease has expired: it writes the takeover record
+/// in one transaction with the check that the lease key is gone, so it wins
+/// only against a region that no longer holds its lease, and only one
+/// watcher wins. It also picks up records it won before a restart of its own.
 ///
 /// A region fences itself a safety margin before its lease expires, so by
 /// the time the lease key is gone the old home has stopped serving, and no
@@ -48,8 +17,8 @@ public final class TakeoverMonitor: Sendable {
     private let clock: any WallClock
     private let logger: Logger
     private let interval: Duration
-    /// Regions taken over by this region, and callers waiting for one.
-    private let state = Mutex<(taken: Set<String>, waiters: [String: [CheckedContinuation<Void, Never>]])>(([], [:]))
+    /// The records naming this region, by failed home, and callers waiting for one.
+    private let state = Mutex<(records: [String: TakeoverRecord], waiters: [String: [CheckedContinuation<Void, Never>]])>(([:], [:]))
     private let loop = Mutex<Task<Void, Never>?>(nil)
 
     public init(
@@ -66,14 +35,20 @@ public final class TakeoverMonitor: Sendable {
 
     /// True once this region has taken over `home`.
     public func hasTakenOver(_ home: String) -> Bool {
-        state.withLock { $0.taken.contains(home) }
+        state.withLock { $0.records[home] != nil }
+    }
+
+    /// Returns the takeover record that makes this region serve the token's
+    /// session, or nil when the token's home still serves it.
+    public func record(covering token: RoutingToken) -> TakeoverRecord? {
+        state.withLock { $0.records[token.home] }.flatMap { $0.covers(token) ? $0 : nil }
     }
 
     /// Returns once this region has taken over `home`.
     public func takenOver(_ home: String) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = state.withLock { state -> Bool in
-                if state.taken.contains(home) { return true }
+                if state.records[home] != nil { return true }
                 state.waiters[home, default: []].append(continuation)
                 return false
             }
@@ -81,29 +56,37 @@ public final class TakeoverMonitor: Sendable {
         }
     }
 
-    /// Checks each watched region once and takes over those whose lease is gone.
+    /// Checks each watched region once: loads the record that names this
+    /// region, and takes the region over when its lease is gone and no
+    /// takeover of it is waiting for its reconcile.
     public func step() async {
-        for home in watched where !hasTakenOver(home) {
+        for home in watched {
             do {
-                guard try await store.get(RegionLeaseKeeper.leaseKey(of: home)) == nil else { continue }
+                let stored = try await store.get(TakeoverRecord.key(of: home))
+                let current = stored.flatMap { TakeoverRecord(bytes: $0.value) }
+                if let current, current.to == region { remember(current) }
+                if let current, current.reconciledAtMilliseconds == nil { continue }
+
+                let leaseKey = RegionLeaseKeeper.leaseKey(of: home)
+                guard try await store.get(leaseKey) == nil else { continue }
                 let record = TakeoverRecord(from: home, to: region, takenAtMilliseconds: clock.nowMilliseconds())
-                let result = try await store.compareAndSwap(
-                    key: TakeoverRecord.key(of: home), expectedModRevision: 0, newValue: record.bytes, lease: nil)
-                let owner = result.succeeded ? record : result.current.flatMap { TakeoverRecord(bytes: $0.value) }
-                guard owner?.to == region else { continue }
-                markTakenOver(home)
-                logger.info("takeover won", ["home": home])
+                let result = try await store.transaction(
+                    compares: [.absent(leaseKey), .modRevision(TakeoverRecord.key(of: home), equals: stored?.modRevision ?? 0)],
+                    success: [.put(TakeoverRecord.key(of: home), value: record.bytes)], failure: [])
+                guard result.succeeded else { continue }
+                remember(record)
+                logger.info("takeover won", ["home": home, "takenAt": "\(record.takenAtMilliseconds)"])
             } catch {
                 logger.warning("takeover check failed", ["home": home, "error": "\(error)"])
             }
         }
     }
 
-    private func markTakenOver(_ home: String) {
+    private func remember(_ record: TakeoverRecord) {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.taken.insert(home)
-            defer { state.waiters[home] = nil }
-            return state.waiters[home] ?? []
+            state.records[record.from] = record
+            defer { state.waiters[record.from] = nil }
+            return state.waiters[record.from] ?? []
         }
         for waiter in waiters { waiter.resume() }
     }

@@ -24,6 +24,12 @@ enum APIRoute: Equatable {
     case session(TenantID, SessionID, SessionOperation)
     /// `POST /internal/v1/replication`: a batch from a region this node is neighbour to.
     case replicationBatch
+    /// `POST /internal/v1/reconcile/positions`: a returning region asks which
+    /// positions of its sessions this node holds after taking it over.
+    case reconcilePositions
+    /// `POST /internal/v1/reconcile/tails`: a returning region ships the
+    /// tails of its sessions to this node, which took it over.
+    case reconcileTails
 }
 
 /// An operation on one session, all of which are served by the session's home.
@@ -118,6 +124,12 @@ extension APIRoute {
         case "internal" where segments == ["internal", "v1", "replication"]:
             try require(method, ["POST"], path)
             return .replicationBatch
+        case "internal" where segments == ["internal", "v1", "reconcile", "positions"]:
+            try require(method, ["POST"], path)
+            return .reconcilePositions
+        case "internal" where segments == ["internal", "v1", "reconcile", "tails"]:
+            try require(method, ["POST"], path)
+            return .reconcileTails
         default:
             throw notFound(path)
         }

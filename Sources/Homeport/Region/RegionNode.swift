@@ -37,13 +37,16 @@ public final class RegionNode: Sendable {
     /// Set on a forwarded request; a node that is not the home rejects such a
     /// request instead of forwarding it again.
     public static let forwardedFromHeader = "Homeport-Forwarded-From"
+    /// Set when a forwarded request is forwarded once more because its home
+    /// was taken over; a node never forwards such a request again.
+    public static let takeoverHopHeader = "Homeport-Takeover-Hop"
 
     public let region: String
     public let configuration: RegionNodeConfiguration
     public let store: any SessionStore
     public let metrics: MetricsRegistry
     private let keyRing: TokenKeyRing
-    private let peers: InterRegionClient
+    private let peers: any InterRegionTransport
     private let clock: any WallClock
     private let logger: Logger
     private let sessions: SessionRequestHandler
@@ -62,13 +65,21 @@ public final class RegionNode: Sendable {
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
     private let lastBatchArrival = Mutex<[String: Int64]>([:])
     private let standbyConfiguration: StandbyReplica.Configuration
+    /// The latest takeover record of this region, and the lease generation for
+    /// which the node last checked for one (running reconcile-forward when
+    /// one waited). Home sessions are served only when that generation is
+    /// the lease keeper's current one.
+    private let selfTakeover = Mutex<(record: TakeoverRecord?, checkedGeneration: Int)>((nil, 0))
+    /// Runs `reconcileIfNeeded` while the node serves.
+    private let maintenance = Mutex<Task<Void, Never>?>(nil)
+    private let reconcileReports = Mutex<[ReconcileReport]>([])
 
     public init(
         configuration: RegionNodeConfiguration,
         store: any SessionStore,
         limits: SessionStoreLimits,
         keyRing: TokenKeyRing,
-        peers: InterRegionClient,
+        peers: any InterRegionTransport,
         metrics: MetricsRegistry,
         clock: any WallClock,
         logger: Logger,
@@ -105,10 +116,23 @@ public final class RegionNode: Sendable {
         handler.node = self
     }
 
-    /// Starts listening; returns the bound port.
+    /// Starts listening, and with a lease keeper, a task that runs
+    /// `reconcileIfNeeded` every 100 ms; returns the bound port.
     @discardableResult
     public func start() throws(HTTPServerError) -> UInt16 {
         let port = try server.start()
+        if leaseKeeper != nil {
+            maintenance.withLock { task in
+                guard task == nil else { return }
+                task = Task { [weak self] in
+                    while !Task.isCancelled {
+                        guard let self else { return }
+                        await self.reconcileIfNeeded()
+                        try? await self.clock.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+        }
         logger.info("region node started", ["port": "\(port)"])
         return port
     }
@@ -116,8 +140,71 @@ public final class RegionNode: Sendable {
     public var port: UInt16 { server.port }
 
     public func shutdown() async {
+        let task = maintenance.withLock { $0 }
+        task?.cancel()
+        await task?.value
         await server.shutdown()
         logger.info("region node stopped")
+    }
+
+    /// The reconcile-forward runs this node completed, oldest first.
+    public var completedReconciles: [ReconcileReport] { reconcileReports.withLock { $0 } }
+
+    /// Checks, once per lease generation and before the node serves on it,
+    /// whether this region was taken over while it was away. If a takeover
+    /// waits for its reconcile, ships every local session's tail to the
+    /// region that took over, empties the local store and marks the record
+    /// reconciled. Sessions stay with that region; tokens issued before the
+    /// takeover are sent there from now on.
+    ///
+    /// Returns the report of a reconcile it ran. On a failure it logs and
+    /// returns nil, and the node stays fenced until a later call succeeds.
+    @discardableResult
+    public func reconcileIfNeeded() async -> ReconcileReport? {
+        guard let leaseKeeper, let linearizableStore else { return nil }
+        let generation = leaseKeeper.generation
+        guard generation > 0, selfTakeover.withLock({ $0.checkedGeneration }) != generation else { return nil }
+
+        do {
+            let key = TakeoverRecord.key(of: region)
+            let stored = try await linearizableStore.get(key)
+            var record = stored.flatMap { TakeoverRecord(bytes: $0.value) }
+            var report: ReconcileReport?
+
+            if var pending = record, let stored, pending.to != region, pending.reconciledAtMilliseconds == nil {
+                logger.info("reconcile started", ["to": pending.to, "takenAt": "\(pending.takenAtMilliseconds)"])
+                let forward = ReconcileForward(region: region, store: store, peers: peers, keyRing: keyRing)
+                let done = try await forward.run(to: pending.to)
+                pending.reconciledAtMilliseconds = clock.nowMilliseconds()
+                let result = try await linearizableStore.compareAndSwap(
+                    key: key, expectedModRevision: stored.modRevision, newValue: pending.bytes)
+                guard result.succeeded else {
+                    throw ReconcileError(.recordChanged, region: pending.to, "the takeover record of \(region) changed during the reconcile")
+                }
+                record = pending
+                report = done
+                reconcileReports.withLock { $0.append(done) }
+                metrics.increment(
+                    "homeport_reconciles_total", help: "Reconcile-forward runs completed by a returning region.",
+                    labels: ["region": region, "to": pending.to])
+                logger.info(
+                    "reconcile finished",
+                    ["to": pending.to, "sessions": "\(done.sessions)", "recordsShipped": "\(done.recordsShipped)",
+                     "recordsMerged": "\(done.recordsMerged)"])
+            }
+
+            // Tokens carry whole seconds: a session created in the second of
+            // the takeover would look like one of the taken-over sessions.
+            if let record, record.to != region {
+                let wait = (record.takenAtMilliseconds / 1000 + 1) * 1000 - clock.nowMilliseconds()
+                if wait > 0 { try await clock.sleep(for: .milliseconds(wait)) }
+            }
+            selfTakeover.withLock { $0 = (record, generation) }
+            return report
+        } catch {
+            logger.warning("takeover check failed; the region stays fenced and tries again", ["error": "\(error)"])
+            return nil
+        }
     }
 
     /// Handles one request. It never throws, because every failure becomes a problem+json response.
@@ -141,6 +228,12 @@ public final class RegionNode: Sendable {
             case .replicationBatch:
                 labels = ("replication", "apply", "local")
                 response = try applyReplicationBatch(request)
+            case .reconcilePositions:
+                labels = ("reconcile", "positions", "local")
+                response = try await reconcilePositions(request)
+            case .reconcileTails:
+                labels = ("reconcile", "tails", "local")
+                response = try await mergeReconcileTails(request)
             case .createSession(let tenant):
                 labels = ("session", "create", "local")
                 try requireLease()
@@ -149,25 +242,22 @@ public final class RegionNode: Sendable {
                 labels = (operation.kind, operation.name, "local")
                 let token = try verifyToken(request, tenant: tenant, session: session)
                 if token.home == region {
-                    do {
-                        try requireLease()
-                        response = try await sessions.handle(operation, session: session, token: token, request: request)
-                        response.headers.append((Self.servedByHeader, region))
-                    } catch let error as SessionStoreError where error.code == .sessionNotFound {
-                        // This region came back after a takeover: its old sessions
-                        // now live at the region that took it over.
-                        if let record = try await takeoverRecord(of: region), record.to != region {
-                            labels.path = "forwarded"
-                            response = try await forward(request, to: record.to, requestID: requestID, session: session)
-                        } else {
+                    if let record = selfTakeover.withLock({ $0.record }), record.covers(token) {
+                        // This region came back after a takeover: the session now
+                        // lives at the region that took it over.
+                        labels.path = "forwarded"
+                        response = try await forward(
+                            request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
+                    } else {
+                        do {
+                            try requireLease()
+                            response = try await sessions.handle(operation, session: session, token: token, request: request)
+                        } catch {
                             response = problemResponse(for: error, request: request, requestID: requestID)
-                            response.headers.append((Self.servedByHeader, region))
                         }
-                    } catch {
-                        response = problemResponse(for: error, request: request, requestID: requestID)
                         response.headers.append((Self.servedByHeader, region))
                     }
-                } else if takeovers?.hasTakenOver(token.home) == true {
+                } else if takeovers?.record(covering: token) != nil {
                     response = try await serveTakenOver(operation, session: session, token: token, request: request)
                 } else if let standbyResponse = try standbyRead(operation, token: token, request: request) {
                     labels.path = "standby"
@@ -243,10 +333,16 @@ public final class RegionNode: Sendable {
         _ record: TakeoverRecord, _ request: HTTPRequest, operation: SessionOperation, session: SessionID, token: RoutingToken,
         requestID: String
     ) async throws -> HTTPResponse {
+        guard record.covers(token) else {
+            throw ForwardingError(
+                .homeUnreachable, region: token.home,
+                "the home region \"\(token.home)\" could not be reached, and the session was created after its last takeover; retry with the same idempotency key"
+            )
+        }
         if record.to == region {
             return try await serveTakenOver(operation, session: session, token: token, request: request)
         }
-        return try await forward(request, to: record.to, requestID: requestID, session: session)
+        return try await forward(request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
     }
 
     private func takeoverRecord(of home: String) async throws -> TakeoverRecord? {
@@ -297,21 +393,94 @@ public final class RegionNode: Sendable {
         return response
     }
 
-    /// Throws `RegionFencedError` unless the region holds a valid lease.
+    /// Throws `RegionFencedError` unless the region holds a valid lease and
+    /// has checked for a takeover since it was granted.
     private func requireLease() throws(RegionFencedError) {
-        guard leaseKeeper?.canServe() ?? true else { throw RegionFencedError(region: region) }
+        guard let leaseKeeper else { return }
+        let generation = leaseKeeper.generation
+        guard leaseKeeper.canServe(), selfTakeover.withLock({ $0.checkedGeneration }) == generation else {
+            throw RegionFencedError(region: region)
+        }
     }
 
-    /// Applies a batch from a home region to its standby copies and returns the acknowledgement.
-    private func applyReplicationBatch(_ request: HTTPRequest) throws -> HTTPResponse {
+    /// Checks an internal request from another region: its peer signature,
+    /// and the region it names in `Homeport-Forwarded-From`, which it returns.
+    private func verifyPeer(_ request: HTTPRequest, purpose: String) throws -> String {
         guard PeerSignature.verify(request.header(PeerSignature.header), body: request.body, with: keyRing) else {
-            throw RoutingTokenError(.badSignature, "the replication batch is not signed by a key this node has")
+            throw RoutingTokenError(.badSignature, "the \(purpose) is not signed by a key this node has")
         }
         guard let home = request.header(Self.forwardedFromHeader), home != region, RegionTopology.isValidName(home) else {
             throw RequestError(
                 .invalidValue, field: Self.forwardedFromHeader,
-                detail: "a replication batch must name its home region in \(Self.forwardedFromHeader)")
+                detail: "a \(purpose) must name its home region in \(Self.forwardedFromHeader)")
         }
+        return home
+    }
+
+    /// Answers a returning region: for each session it lists, the position
+    /// of that region's writes this node holds, from the adopted session or
+    /// else the standby copy. Sessions this node has no copy of are left out.
+    private func reconcilePositions(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let home = try verifyPeer(request, purpose: "reconcile request")
+        try requireTakenOver(home)
+
+        var body = try JSONObjectReader.parseBody(request.body)
+        var ids: [SessionID] = []
+        for (index, element) in try body.array("sessions", maximumCount: ReconcileForward.sessionsPerRequest).enumerated() {
+            guard case .string(let text) = element, let id = SessionID(text) else {
+                throw RequestError(.invalidValue, field: "sessions[\(index)]", detail: "must be a session id (\(SessionID.allowedCharactersDescription))")
+            }
+            ids.append(id)
+        }
+        try body.finish()
+
+        let adopted = try await store.adoptedPositions(ids)
+        var positions: [String: JSONValue] = [:]
+        for id in ids {
+            guard let stamp = adopted[id] ?? standbyPosition(of: id, home: home)?.appliedStamp else { continue }
+            positions[id.rawValue] = .object(["epoch": .integer(Int64(stamp.epoch)), "seq": .integer(Int64(stamp.seq))])
+        }
+        return .json(200, .object(["positions": .object(positions)]))
+    }
+
+    /// Merges a returning region's tails into the sessions this node took
+    /// over from it, adopting those not adopted yet.
+    private func mergeReconcileTails(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let home = try verifyPeer(request, purpose: "reconcile request")
+        try requireTakenOver(home)
+
+        var body = try JSONObjectReader.parseBody(request.body)
+        var tails: [ReconcileTail] = []
+        for element in try ReplicationJSON.objects("tails", in: &body) {
+            let tail = try ReconcileTail(element)
+            guard tail.home == home else {
+                throw element.invalidValue("home", "is \"\(tail.home)\", but the request comes from \(home)")
+            }
+            tails.append(tail)
+        }
+        try body.finish()
+
+        var merged = 0
+        for tail in tails {
+            merged += try await store.mergeReconcileTail(tail, standby: standbySession(tail.session, home: home), home: region)
+        }
+        metrics.increment(
+            "homeport_reconciled_records_total", help: "Records of a returning region's tails that changed a session here.",
+            labels: ["region": region, "from": home], by: Double(merged))
+        logger.info("reconcile tails merged", ["from": home, "sessions": "\(tails.count)", "recordsMerged": "\(merged)"])
+        return .json(200, .object(["merged": .integer(Int64(merged)), "sessions": .integer(Int64(tails.count))]))
+    }
+
+    private func requireTakenOver(_ home: String) throws(ReconcileError) {
+        guard takeovers?.hasTakenOver(home) == true else {
+            throw ReconcileError(
+                .notTakenOver, region: home, "\(region) has not taken over \(home); read the takeover record and ask the region it names")
+        }
+    }
+
+    /// Applies a batch from a home region to its standby copies and returns the acknowledgement.
+    private func applyReplicationBatch(_ request: HTTPRequest) throws -> HTTPResponse {
+        let home = try verifyPeer(request, purpose: "replication batch")
         let batch: ReplicationBatch
         do {
             batch = try ReplicationBatch(jsonBytes: request.body)
@@ -402,16 +571,20 @@ public final class RegionNode: Sendable {
         return token
     }
 
-    private func forward(_ request: HTTPRequest, to home: String, requestID: String, session: SessionID) async throws -> HTTPResponse {
-        if let origin = request.header(Self.forwardedFromHeader) {
+    /// Forwards to `home`. A request that another region forwarded here is
+    /// forwarded again only when `followingTakeover`, and only once.
+    private func forward(
+        _ request: HTTPRequest, to home: String, requestID: String, session: SessionID, followingTakeover: Bool = false
+    ) async throws -> HTTPResponse {
+        if let origin = request.header(Self.forwardedFromHeader), !followingTakeover || request.header(Self.takeoverHopHeader) != nil {
             throw ForwardingError(
                 .forwardingLoop, region: home,
                 "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology"
             )
         }
-        let response = try await peers.send(
-            request, from: region, to: home,
-            extraHeaders: [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)])
+        var headers = [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)]
+        if followingTakeover { headers.append((Self.takeoverHopHeader, "1")) }
+        let response = try await peers.send(request, from: region, to: home, extraHeaders: headers)
         metrics.increment(
             "homeport_forwarded_total", help: "Session requests forwarded to their home region that got a response from it.",
             labels: ["region": region, "home": home])

@@ -43,6 +43,7 @@ enum SessionJSON {
             "createdAt": .integer(turn.createdAtMilliseconds),
         ]
         if let key = turn.idempotencyKey { fields["idempotencyKey"] = .string(key) }
+        if turn.recovered { fields["recovered"] = .bool(true) }
         return fields
     }
 
@@ -57,6 +58,7 @@ enum SessionJSON {
             "updatedAt": .integer(entry.updatedAtMilliseconds),
         ]
         if let result = entry.result { fields["result"] = result }
+        if let conflicting = entry.conflictingStatus { fields["conflictingStatus"] = .string(conflicting.rawValue) }
         return .object(fields)
     }
 

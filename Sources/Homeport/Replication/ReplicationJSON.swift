@@ -264,7 +264,8 @@ enum ReplicationJSON {
         let turn = Turn(
             stamp: try stamp(&object), role: role, content: try object.string("content", maximumBytes: .max), tokens: tokens,
             createdAtMilliseconds: try object.integer("createdAt", in: anyInteger), metadata: metadata,
-            idempotencyKey: try object.optionalString("idempotencyKey", maximumBytes: .max))
+            idempotencyKey: try object.optionalString("idempotencyKey", maximumBytes: .max),
+            recovered: try object.optionalBool("recovered") ?? false)
         try object.finish()
         return turn
     }
@@ -273,12 +274,17 @@ enum ReplicationJSON {
         var object = object
 
         let status: LedgerStatus = try enumCase("status", in: &object)
+        var conflictingStatus: LedgerStatus?
+        if object.keys.contains("conflictingStatus") {
+            conflictingStatus = try enumCase("conflictingStatus", in: &object)
+        }
 
         // A stored null result is sent as `"result": null` and must stay null, not become absent.
         let entry = LedgerEntry(
             callID: try object.string("callId", maximumBytes: .max), name: try object.string("name", maximumBytes: .max),
             arguments: try object.value("arguments"), status: status, result: object.valueIfPresent("result"),
-            stamp: try stamp(&object), updatedAtMilliseconds: try object.integer("updatedAt", in: anyInteger))
+            stamp: try stamp(&object), updatedAtMilliseconds: try object.integer("updatedAt", in: anyInteger),
+            conflictingStatus: conflictingStatus)
         try object.finish()
         return entry
     }

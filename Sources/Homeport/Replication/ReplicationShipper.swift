@@ -63,7 +63,7 @@ public final class ReplicationShipper: Sendable {
 
     public let region: String
     public let neighbour: String
-    private let peers: InterRegionClient
+    private let peers: any InterRegionTransport
     private let store: any SessionStore
     private let keyRing: TokenKeyRing
     private let clock: any WallClock
@@ -76,7 +76,7 @@ public final class ReplicationShipper: Sendable {
 
     public init(
         region: String, neighbour: String, configuration: ReplicationOutbox.Configuration, maximumBatchesInFlight: Int = 8,
-        peers: InterRegionClient, store: any SessionStore, keyRing: TokenKeyRing, clock: any WallClock,
+        peers: any InterRegionTransport, store: any SessionStore, keyRing: TokenKeyRing, clock: any WallClock,
         metrics: MetricsRegistry, logger: Logger
     ) throws(ConfigurationError) {
         self.region = region

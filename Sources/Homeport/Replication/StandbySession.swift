@@ -45,7 +45,7 @@ public struct StandbySession: Sendable, Equatable {
     /// Creates a copy holding exactly the snapshot's state, at its stamp.
     init(snapshotEntry entry: ReplicationEntry, snapshot: SessionSnapshot) {
         self.init(createdBy: entry, createdAtMilliseconds: snapshot.createdAtMilliseconds)
-        turns = snapshot.turns.sorted { $0.stamp.seq < $1.stamp.seq }
+        turns = snapshot.turns.sorted { $0.stamp < $1.stamp }
         bufferBytes = turns.reduce(0) { $0 + $1.content.utf8.count }
         for entry in snapshot.ledger {
             ledger[entry.callID] = entry
@@ -70,7 +70,7 @@ public struct StandbySession: Sendable, Equatable {
         case .turnAppended(let turn):
             // A turn at or below the last one held came inside a snapshot
             // already, or the home had dropped it by the time of the snapshot.
-            if let last = turns.last, turn.stamp.seq <= last.stamp.seq { break }
+            if let last = turns.last, turn.stamp <= last.stamp { break }
             turns.append(turn)
             bufferBytes += turn.content.utf8.count
             dropOldestTurns(limits: limits)

@@ -147,14 +147,11 @@ public final class MemorySessionStore: SessionStore {
             var record = SessionRecord(restoring: copy, limits: limits)
             record.home = home
             record.epoch = epoch
+            record.adoptedPosition = copy.appliedStamp
             // Any copy may lack the failed home's last writes.
             record.replicationGap = true
             do throws(SessionLogError) {
-                let info = record.info
-                try journal?.record(
-                    .snapshot(
-                        info, turns: record.turns, ledger: record.ledger.values.sorted { $0.callID < $1.callID },
-                        values: record.values.values.sorted { $0.name < $1.name }))
+                try journal?.record(record.snapshotEntry)
             } catch {
                 return .failure(
                     SessionStoreError(
@@ -171,6 +168,83 @@ public final class MemorySessionStore: SessionStore {
     /// Returns the ids of every session in the store, sorted.
     public func sessionIDs() -> [SessionID] {
         shards.flatMap { shard in shard.sessions.withLock { Array($0.keys) } }.sorted()
+    }
+
+    public func adoptedPositions(_ ids: [SessionID]) -> [SessionID: SessionStamp] {
+        var positions: [SessionID: SessionStamp] = [:]
+        for id in ids {
+            if let position = shard(for: id).sessions.withLock({ $0[id]?.adoptedPosition }) {
+                positions[id] = position
+            }
+        }
+        return positions
+    }
+
+    public func mergeReconcileTail(
+        _ tail: ReconcileTail, standby: StandbySession?, home: String
+    ) throws(SessionStoreError) -> Int {
+        let (journal, limits) = (self.journal, self.limits)
+        let id = tail.session
+        let outcome: Swift.Result<(changed: Int, added: Bool), SessionStoreError> = shard(for: id).sessions.withLock { sessions in
+            var record: SessionRecord
+            if let existing = sessions[id] {
+                record = existing
+            } else if let standby, standby.id == id {
+                record = SessionRecord(restoring: standby, limits: limits)
+                record.home = home
+                record.epoch = standby.epoch + 1
+                record.adoptedPosition = standby.appliedStamp
+            } else {
+                record = SessionRecord(
+                    id: id, tenant: tail.tenant, home: home, epoch: tail.lastStamp.epoch + 1,
+                    createdAtMilliseconds: tail.createdAtMilliseconds)
+            }
+            let added = sessions[id] == nil
+
+            guard record.tenant == tail.tenant else {
+                return .failure(SessionStoreError(.invalidWrite, session: id, "the reconcile tail names another tenant than session \(id)"))
+            }
+            let held = record.adoptedPosition?.seq ?? 0
+            guard tail.isComplete || tail.sinceSeq <= held else {
+                return .failure(
+                    SessionStoreError(
+                        .reconcilePositionUnknown, session: id,
+                        "the tail starts after seq \(tail.sinceSeq), but this region holds session \(id) only up to seq \(held); ask for positions again"
+                    ))
+            }
+
+            let changed = record.merge(tail, limits: limits)
+            if changed > 0 || added {
+                do throws(SessionLogError) {
+                    try journal?.record(record.snapshotEntry)
+                } catch {
+                    return .failure(
+                        SessionStoreError(
+                            .notDurable, session: id, "the session log could not record the reconcile (\(error.detail)); retry later"))
+                }
+            }
+            sessions[id] = record
+            return .success((changed, added))
+        }
+        let (changed, added) = try outcome.get()
+        if added { sessionCount.add(1, ordering: .relaxed) }
+        return changed
+    }
+
+    public func removeAllSessions() throws(SessionStoreError) {
+        for shard in shards {
+            let removed = shard.sessions.withLock { sessions in
+                defer { sessions.removeAll() }
+                return sessions.count
+            }
+            sessionCount.subtract(removed, ordering: .relaxed)
+        }
+        do throws(SessionLogError) {
+            try journal?.resetLog()
+        } catch {
+            throw SessionStoreError(
+                .notDurable, session: nil, "the session log could not be emptied after reconcile (\(error.detail)); restart the node")
+        }
     }
 
     public func sessionInfo(_ id: SessionID) throws(SessionStoreError) -> SessionInfo {

@@ -22,6 +22,12 @@ public final class SessionJournal: Sendable {
         replication.withLock { $0 = shipper }
     }
 
+    /// Empties the durable log, for a store that has handed all its sessions
+    /// to another region.
+    func resetLog() throws(SessionLogError) {
+        try log?.reset()
+    }
+
     /// Logs the entry, then queues it for the neighbour.
     /// - Throws: `SessionLogError` when the log write fails; nothing is queued then.
     func record(_ entry: ReplicationEntry) throws(SessionLogError) {

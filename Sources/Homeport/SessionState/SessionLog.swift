@@ -109,6 +109,16 @@ public final class SessionLog: Sendable {
         if let failure { throw SessionLogError(path: path, detail: failure) }
     }
 
+    /// Empties the log and forces that to disk. Later appends start at offset 0.
+    public func reset() throws(SessionLogError) {
+        let failure: String? = file.withLock { file in
+            guard ftruncate(file.descriptor, 0) == 0 else { return "truncate failed: \(String(cString: strerror(errno)))" }
+            guard fsync(file.descriptor) == 0 else { return "fsync failed: \(String(cString: strerror(errno)))" }
+            return nil
+        }
+        if let failure { throw SessionLogError(path: path, detail: failure) }
+    }
+
     /// Reads every whole entry of the log at `path` (none if it does not
     /// exist), truncating a torn last line left by a crash.
     ///

@@ -28,9 +28,13 @@ struct SessionRecord: Sendable {
     var ledger: [String: LedgerEntry] = [:]
     var kvCacheRefs: [Int64: KVCacheRef] = [:]
     var values: [String: SessionValue] = [:]
-    /// Set when the session was adopted from a standby copy after a takeover.
-    /// NOTE: only reconcile-forward (not built yet) could clear it.
+    /// Set when the session was adopted from a standby copy after a takeover,
+    /// and cleared when reconcile-forward has brought the old home's tail.
     var replicationGap = false
+    /// For a session adopted after a takeover: the old home's position that
+    /// this record holds in full (the standby copy's, raised by each merged
+    /// reconcile tail). Nil for a session created here.
+    var adoptedPosition: SessionStamp?
 
     init(id: SessionID, tenant: TenantID, home: String, epoch: UInt64, createdAtMilliseconds: Int64) {
         self.id = id
@@ -64,6 +68,14 @@ struct SessionRecord: Sendable {
     /// The journal entry of a mutation of this session.
     func entry(_ stamp: SessionStamp, _ payload: ReplicationEntry.Payload) -> ReplicationEntry {
         ReplicationEntry(session: id, tenant: tenant, home: home, stamp: stamp, payload: payload)
+    }
+
+    /// A snapshot entry of the whole replicated state at the last stamp, for
+    /// the journal after an adoption or a reconcile.
+    var snapshotEntry: ReplicationEntry {
+        .snapshot(
+            info, turns: turns, ledger: ledger.values.sorted { $0.callID < $1.callID },
+            values: values.values.sorted { $0.name < $1.name })
     }
 
     var info: SessionInfo {
@@ -217,15 +229,84 @@ struct SessionRecord: Sendable {
         case .tail(let count):
             return Array(turns.suffix(count))
         case .since(let seq):
-            // Turns are in sequence order, so binary-search the first newer one.
-            var low = 0
-            var high = turns.count
-            while low < high {
-                let middle = (low + high) / 2
-                if turns[middle].stamp.seq <= seq { low = middle + 1 } else { high = middle }
-            }
-            return Array(turns[low...])
+            // A scan, not a binary search: recovered turns of an older epoch
+            // may carry a higher seq than the new epoch's turns after them.
+            return turns.filter { $0.stamp.seq > seq }
         }
+    }
+
+    // MARK: Reconcile forward
+
+    /// Merges the old home's reconcile tail into this session, which now
+    /// lives here at a later epoch, and returns how many records changed.
+    ///
+    /// The rules of the design's reconcile-forward:
+    /// - A turn this session lacks is inserted in stamp order, so before the
+    ///   new epoch's turns, and marked `recovered`. A turn whose idempotency
+    ///   key this session knows is the same turn retried here, and is skipped.
+    /// - A ledger entry joins along the status order. Two different terminal
+    ///   states keep this session's status and record the other in
+    ///   `conflictingStatus`.
+    /// - A value is taken when its stamp is higher than the one held.
+    ///
+    /// Recovered records are acknowledged writes, so they are kept even past
+    /// the size limits. Merging the same tail again changes nothing. A merge
+    /// that changed something takes the next stamp, so the journal's snapshot
+    /// of it reaches this region's own standby.
+    mutating func merge(_ tail: ReconcileTail, limits: SessionStoreLimits) -> Int {
+        var changed = 0
+
+        let held = Set(turns.map(\.stamp))
+        var recovered: [Turn] = []
+        for turn in tail.turns where !held.contains(turn.stamp) {
+            if let key = turn.idempotencyKey, idempotencyKeys[key] != nil { continue }
+            var copy = turn
+            copy.recovered = true
+            recovered.append(copy)
+        }
+        if !recovered.isEmpty {
+            turns = (turns + recovered).sorted { $0.stamp < $1.stamp }
+            bufferBytes += recovered.reduce(0) { $0 + $1.content.utf8.count }
+            for turn in recovered {
+                guard let key = turn.idempotencyKey else { continue }
+                let record = IdempotencyRecord(
+                    seq: turn.stamp.seq, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
+                    contentHash: Self.contentHash(turn.content) ^ Self.metadataHash(turn.metadata))
+                rememberIdempotencyKey(key, record, limits: limits)
+            }
+            changed += recovered.count
+        }
+
+        for entry in tail.ledger {
+            guard var current = ledger[entry.callID] else {
+                ledger[entry.callID] = entry
+                changed += 1
+                continue
+            }
+            if current.status.isTerminal, entry.status.isTerminal, current.status != entry.status {
+                guard current.conflictingStatus == nil else { continue }
+                current.conflictingStatus = entry.status
+            } else if entry.status.rank > current.status.rank {
+                current.status = entry.status
+                if let result = entry.result { current.result = result }
+                current.updatedAtMilliseconds = max(current.updatedAtMilliseconds, entry.updatedAtMilliseconds)
+            } else {
+                continue
+            }
+            if current.arguments == .null { current.arguments = entry.arguments }
+            ledger[entry.callID] = current
+            changed += 1
+        }
+
+        for value in tail.values where (values[value.name]?.stamp).map({ value.stamp > $0 }) ?? true {
+            values[value.name] = value
+            changed += 1
+        }
+
+        replicationGap = false
+        adoptedPosition = max(adoptedPosition ?? tail.lastStamp, tail.lastStamp)
+        if changed > 0 { _ = nextStamp() }
+        return changed
     }
 
     // MARK: Tool-call ledger

@@ -54,6 +54,10 @@ public struct Turn: Sendable, Equatable {
     public var createdAtMilliseconds: Int64
     public var metadata: [String: String]
     public var idempotencyKey: String?
+    /// True for a turn the old home wrote after its last replicated position
+    /// and reconcile-forward brought to the new home after a takeover. It sits
+    /// before the new epoch's turns.
+    public var recovered: Bool = false
 }
 
 /// A turn to append, as the caller sends it.
@@ -121,6 +125,10 @@ public struct LedgerEntry: Sendable, Equatable {
     public var result: JSONValue?
     public var stamp: SessionStamp
     public var updatedAtMilliseconds: Int64
+    /// Set by reconcile-forward when the old home had ended the call in a
+    /// different terminal state than the new home: the old home's status. The
+    /// entry keeps the new home's status, and both are reported.
+    public var conflictingStatus: LedgerStatus? = nil
 }
 
 /// A ledger write as the caller sends it. `name` is required when the call is new.

@@ -65,6 +65,30 @@ public protocol SessionStore: Sendable {
     /// unchanged if it is here already.
     func adopt(_ copy: StandbySession, home: String, epoch: UInt64) async throws(SessionStoreError) -> SessionInfo
 
+    /// Returns the ids of every session held, sorted.
+    func sessionIDs() async throws(SessionStoreError) -> [SessionID]
+
+    /// Returns, for each of `ids` adopted here after a takeover, the old
+    /// home's position this store holds in full. Sessions not here are absent.
+    func adoptedPositions(_ ids: [SessionID]) async throws(SessionStoreError) -> [SessionID: SessionStamp]
+
+    /// Merges an old home's reconcile tail into the session, which lives here
+    /// at `home` after a takeover (see `SessionRecord.merge` for the rules).
+    /// A session not here yet is adopted first, from `standby` if given, or
+    /// else built from the tail, which must then be complete. Clears the
+    /// session's `replicationGap` and returns how many records changed.
+    ///
+    /// - Throws: `reconcilePositionUnknown` when the tail starts after the
+    ///   position held here, `notDurable` when the journal fails.
+    func mergeReconcileTail(
+        _ tail: ReconcileTail, standby: StandbySession?, home: String
+    ) async throws(SessionStoreError) -> Int
+
+    /// Removes every session and empties the durable log: a returning region
+    /// calls it once reconcile-forward has shipped its sessions to the region
+    /// that took it over, so that it never serves them again.
+    func removeAllSessions() async throws(SessionStoreError)
+
     /// Returns the session's replicated state (everything but KV-cache refs),
     /// read atomically, for a replication snapshot.
     func replicatedState(

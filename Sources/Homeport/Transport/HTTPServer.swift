@@ -10,6 +10,11 @@ public struct HTTPServerConfiguration: Sendable {
     public var port: UInt16 = 0
     /// Bodies larger than this get a 413 without reaching the handler.
     public var maximumBodyBytes: Int = 2 << 20
+    /// The body limit of paths under `/internal/`, where regions send each
+    /// other replication batches and reconcile tails: a session's snapshot
+    /// may hold its whole buffer (16 MiB by default).
+    /// NOTE: the body is buffered before its peer signature is checked.
+    public var maximumInternalBodyBytes: Int = 64 << 20
     /// A request without a response by then gets a 504.
     public var requestTimeout: Duration = .seconds(30)
     /// Open connections beyond this are refused by libmicrohttpd.
@@ -265,6 +270,7 @@ private struct ConnectionHandle: @unchecked Sendable {
 /// thread; `response` is written by the responding task and read on that
 /// thread after the resume, so it sits behind a mutex.
 private final class RequestContext: @unchecked Sendable {
+    let maximumBodyBytes: Int
     var body: [UInt8] = []
     var oversized = false
     var dispatched = false
@@ -274,6 +280,10 @@ private final class RequestContext: @unchecked Sendable {
     var headers: [String: String] = [:]
     var query: [String: String] = [:]
     let response = Mutex<HTTPResponse?>(nil)
+
+    init(maximumBodyBytes: Int) {
+        self.maximumBodyBytes = maximumBodyBytes
+    }
 }
 
 private let collectHeader: MHD_KeyValueIterator = { context, _, key, value in
@@ -310,7 +320,9 @@ private let accessHandler: MHD_AccessHandlerCallback = {
 
     // First call for this request: allocate its context.
     guard let contextPointer = connectionContext.pointee else {
-        connectionContext.pointee = Unmanaged.passRetained(RequestContext()).toOpaque()
+        let isInternal = url.map { strncmp($0, "/internal/", 10) == 0 } ?? false
+        let limit = isInternal ? server.configuration.maximumInternalBodyBytes : server.configuration.maximumBodyBytes
+        connectionContext.pointee = Unmanaged.passRetained(RequestContext(maximumBodyBytes: limit)).toOpaque()
         return .YES
     }
     let context = Unmanaged<RequestContext>.fromOpaque(contextPointer).takeUnretainedValue()
@@ -319,7 +331,7 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     if uploadDataSize.pointee > 0 {
         let count = uploadDataSize.pointee
         if !context.oversized {
-            if context.body.count + count > server.configuration.maximumBodyBytes {
+            if context.body.count + count > context.maximumBodyBytes {
                 context.oversized = true
                 context.body = []
             } else if let uploadData {
@@ -344,7 +356,7 @@ private let accessHandler: MHD_AccessHandlerCallback = {
     if context.oversized {
         let problem = ProblemDetails(
             status: 413, type: RequestError.Code.bodyTooLarge.rawValue, title: "Request body too large",
-            detail: "the request body is over \(server.configuration.maximumBodyBytes) bytes, the limit; send a smaller body")
+            detail: "the request body is over \(context.maximumBodyBytes) bytes, the limit; send a smaller body")
         return queue(problem.response(), on: connection)
     }
 

@@ -1,11 +1,40 @@
 import Synchronization
 
-/// Calls from one region's node to another's: today, forwarding a session
-/// request to its home.
+/// How one region's node calls another's: forwarding a session request to its
+/// home, shipping replication batches and reconcile tails.
+///
+/// The server uses `InterRegionClient` (HTTP on loopback with the latency
+/// matrix); the fault-injection harness uses a simulated network that calls
+/// the destination node's handler directly.
+public protocol InterRegionTransport: Sendable {
+    /// Sends `request` from `source` to the node of `destination` and returns
+    /// its response, with the one-way delay the response paid on its way
+    /// back, so a caller can tell when the destination acted.
+    ///
+    /// - Throws: `ForwardingError.unknownRegion` when `destination` is not in
+    ///   the topology, `.homeUnreachable` when the connection fails,
+    ///   `.timedOut` when the destination does not respond in time. A request
+    ///   that failed may still have been applied at the destination, so
+    ///   callers retry with the same idempotency key.
+    func exchange(
+        _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
+    ) async throws(ForwardingError) -> (response: HTTPResponse, inboundDelay: Duration)
+}
+
+extension InterRegionTransport {
+    /// Sends like `exchange` and returns the response alone.
+    public func send(
+        _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
+    ) async throws(ForwardingError) -> HTTPResponse {
+        try await exchange(request, from: source, to: destination, extraHeaders: extraHeaders).response
+    }
+}
+
+/// Calls from one region's node to another's over HTTP.
 ///
 /// Every call pays the latency matrix's one-way delay (with jitter) on the way
 /// out and again on the way back, because all regions share one machine.
-public final class InterRegionClient: Sendable {
+public final class InterRegionClient: InterRegionTransport {
     /// Response headers relayed from the home back to the caller.
     static let relayedHeaders = [
         "Content-Type", "Homeport-Route", "Homeport-Served-By", "Homeport-Served-From", "Homeport-Replication-Gap",
@@ -36,21 +65,6 @@ public final class InterRegionClient: Sendable {
         endpoints.withLock { $0[region] }
     }
 
-    /// Sends `request` from `source` to the node of `destination` and returns its response.
-    ///
-    /// - Throws: `ForwardingError.unknownRegion` when `destination` is not in the
-    ///   topology, `.homeUnreachable` when the connection fails, `.timedOut`
-    ///   when the destination does not respond in time. A request that failed
-    ///   may still have been applied at the destination, so callers retry with
-    ///   the same idempotency key.
-    public func send(
-        _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
-    ) async throws(ForwardingError) -> HTTPResponse {
-        try await exchange(request, from: source, to: destination, extraHeaders: extraHeaders).response
-    }
-
-    /// Sends like `send`, and also returns the one-way delay the response paid
-    /// on its way back, so a caller can tell when the destination acted.
     public func exchange(
         _ request: HTTPRequest, from source: String, to destination: String, extraHeaders: [(String, String)]
     ) async throws(ForwardingError) -> (response: HTTPResponse, inboundDelay: Duration) {

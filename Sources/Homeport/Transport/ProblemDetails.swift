@@ -69,6 +69,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as SessionUnavailableError:
             return ProblemDetails(status: 503, type: "session-unavailable", title: "Session unavailable", detail: error.description)
+        case let error as ReconcileError:
+            return ProblemDetails(status: 409, type: error.code.rawValue, title: "Reconcile refused", detail: error.detail)
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         default:
@@ -111,6 +113,7 @@ public struct ProblemDetails: Sendable, Equatable {
         case .staleEpoch: (status, title) = (409, "Stale epoch")
         case .invalidWrite: (status, title) = (400, "Invalid write")
         case .notDurable: (status, title) = (503, "Write not durable")
+        case .reconcilePositionUnknown: (status, title) = (409, "Reconcile position unknown")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
     }

@@ -110,6 +110,12 @@ public struct JSONObjectReader {
         return text
     }
 
+    public mutating func optionalBool(_ key: String) throws(RequestError) -> Bool? {
+        guard let value = take(key) else { return nil }
+        guard case .bool(let flag) = value else { throw wrongType(key, value, "true or false") }
+        return flag
+    }
+
     public mutating func optionalInteger(_ key: String, in range: ClosedRange<Int64>) throws(RequestError) -> Int64? {
         guard let value = take(key) else { return nil }
         let number: Int64

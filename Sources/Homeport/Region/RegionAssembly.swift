@@ -1,0 +1,130 @@
+import Foundation
+
+/// Builds region nodes with every part wired: store and session log,
+/// replication shipper, lease keeper and takeover monitor. `EmbeddedCluster`,
+/// `homeport serve` and the fault-injection harness all build their nodes
+/// here, so they run the same code.
+public struct RegionAssembly: Sendable {
+    public var topology: RegionTopology
+    public var limits: SessionStoreLimits
+    public var policy: PolicyTable
+    public var keyRing: TokenKeyRing
+    public var clock: any WallClock
+    public var logger: Logger
+    public var metrics: MetricsRegistry
+    public var peers: any InterRegionTransport
+    public var http: HTTPServerConfiguration
+    /// Ship each region's mutations to its neighbour; nil turns replication off.
+    public var replication: ReplicationOutbox.Configuration?
+    /// Hold region leases and take over failed neighbours; nil turns both off.
+    public var lease: RegionLease.Configuration?
+    /// Holds the leases and takeover records; required with `lease`.
+    public var linearizableStore: (any LinearizableStore)?
+    public var takeoverCheckInterval: Duration = .milliseconds(500)
+    /// Where each region keeps its session log (`<region>.log`); nil keeps
+    /// sessions in memory only.
+    public var dataDirectory: String?
+    public var fsync: FsyncPolicy = .periodic(.seconds(1))
+
+    public init(
+        topology: RegionTopology, limits: SessionStoreLimits, policy: PolicyTable = .defaultTable, keyRing: TokenKeyRing,
+        clock: any WallClock, logger: Logger, metrics: MetricsRegistry, peers: any InterRegionTransport
+    ) {
+        self.topology = topology
+        self.limits = limits
+        self.policy = policy
+        self.keyRing = keyRing
+        self.clock = clock
+        self.logger = logger
+        self.metrics = metrics
+        self.peers = peers
+        self.http = HTTPServerConfiguration()
+        self.replication = ReplicationOutbox.Configuration()
+        self.lease = nil
+        self.linearizableStore = nil
+    }
+
+    /// Returns the path of a region's session log, or nil without a data directory.
+    public func logPath(of region: String) -> String? {
+        dataDirectory.map { ($0 as NSString).appendingPathComponent("\(region).log") }
+    }
+
+    /// Builds the node of `endpoint`'s region. With a data directory it first
+    /// rebuilds the region's sessions from its log, so the node comes back
+    /// with every acknowledged write. The node is not started.
+    ///
+    /// - Throws: `ConfigurationError` for invalid replication or lease
+    ///   settings, `SessionLogError` when the log cannot be read or opened.
+    public func makeNode(_ endpoint: RegionEndpoint) throws -> RegionNode {
+        var configuration = RegionNodeConfiguration(region: endpoint.name, http: http)
+        configuration.http.host = endpoint.host
+        configuration.http.port = endpoint.port
+        configuration.policy = policy
+
+        var recovered: [StandbySession] = []
+        var sessionLog: SessionLog?
+        if let path = logPath(of: endpoint.name) {
+            let entries = try SessionLog.recover(path: path)
+            recovered = try SessionLog.rebuildSessions(from: entries, region: endpoint.name, limits: limits)
+            logger.info(
+                "session log recovered", ["region": endpoint.name, "entries": "\(entries.count)", "sessions": "\(recovered.count)"])
+            sessionLog = try SessionLog(path: path, policy: fsync, clock: clock)
+        }
+        let journal = SessionJournal(log: sessionLog)
+        let store = MemorySessionStore(limits: limits, journal: journal)
+        store.restore(recovered)
+
+        var shipper: ReplicationShipper?
+        if let replication, let neighbour = topology.neighbour(of: endpoint.name) {
+            let created = try ReplicationShipper(
+                region: endpoint.name, neighbour: neighbour, configuration: replication, peers: peers, store: store,
+                keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
+            journal.attach(created)
+            shipper = created
+        }
+
+        var keeper: RegionLeaseKeeper?
+        var takeovers: TakeoverMonitor?
+        if let lease, let linearizableStore {
+            keeper = try RegionLeaseKeeper(
+                region: endpoint.name, configuration: lease, store: linearizableStore, clock: clock, logger: logger)
+            // A region takes over the regions whose standby copies it holds.
+            if replication != nil {
+                let watched = topology.regionNames.filter { topology.neighbour(of: $0) == endpoint.name }
+                takeovers = TakeoverMonitor(
+                    region: endpoint.name, watched: watched, store: linearizableStore, clock: clock, logger: logger,
+                    interval: takeoverCheckInterval)
+            }
+        }
+
+        return RegionNode(
+            configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
+            clock: clock, logger: logger, replication: shipper, leaseKeeper: keeper, takeovers: takeovers,
+            linearizableStore: linearizableStore)
+    }
+}
+
+extension RegionNode {
+    /// Starts a built node in the order that keeps its promises: take the
+    /// region's lease, reconcile forward if the region was taken over while
+    /// it was away, then listen, ship replication and watch the neighbours.
+    /// Returns the bound port.
+    public func startServing() async throws(HTTPServerError) -> UInt16 {
+        await leaseKeeper?.step()
+        await reconcileIfNeeded()
+        leaseKeeper?.start()
+        let port = try start()
+        replication?.start()
+        takeovers?.start()
+        return port
+    }
+
+    /// Stops everything `startServing` started, as a crash would stop it:
+    /// nothing is drained.
+    public func stopServing() async {
+        await leaseKeeper?.stop()
+        await takeovers?.stop()
+        await replication?.stop()
+        await shutdown()
+    }
+}
