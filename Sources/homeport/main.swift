@@ -10,6 +10,7 @@ let usage = """
       demo            run three regions in this process and replay the Mooncake trace through them
       serve           run one or more regions' nodes until interrupted
       policy check    validate a policy table and print the path each kind takes
+      faults          run seeded fault-injection scenarios and check the failover invariants
       help            print this text
 
     Run `homeport <command> --help` for a command's options.
@@ -22,6 +23,8 @@ case "demo":
     exitCode = await DemoCommand.run(Array(arguments.dropFirst()))
 case "serve":
     exitCode = await ServeCommand.run(Array(arguments.dropFirst()))
+case "faults":
+    exitCode = await FaultsCommand.run(Array(arguments.dropFirst()))
 case "policy":
     exitCode = PolicyCommand.run(Array(arguments.dropFirst()))
 case "help", "--help", "-h":

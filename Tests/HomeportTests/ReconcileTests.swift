@@ -11,12 +11,13 @@ import Testing
     }
 
     /// A 1.5 s batch interval leaves the writes just before the crash
-    /// unreplicated; a 2 s lease makes the takeover come quickly.
+    /// unreplicated; a 4 s lease makes the takeover come quickly, yet
+    /// survives 2.5 s of a test machine busy with other suites.
     static func startCluster(dataDirectory: String) async throws -> EmbeddedCluster {
         var lease = RegionLease.Configuration()
-        lease.ttl = .seconds(2)
-        lease.renewInterval = .milliseconds(300)
-        lease.safetyMargin = .milliseconds(500)
+        lease.ttl = .seconds(4)
+        lease.renewInterval = .milliseconds(500)
+        lease.safetyMargin = .seconds(1)
         return try await startReplicatingCluster(
             batchDelayMilliseconds: 1500, lease: lease, takeoverCheckInterval: .milliseconds(50), dataDirectory: dataDirectory)
     }
@@ -63,10 +64,12 @@ import Testing
         #expect(turns.map { $0["content"]?.stringValue } == ["turn 0", "turn 1", "turn 2", "turn 3", "turn 4", "turn 5"])
         #expect(turns.map { $0["recovered"]?.boolValue ?? false } == [false, false, false, true, false, false])
         #expect(turns.map { $0["epoch"]?.integerValue } == [1, 1, 1, 1, 2, 2])
-        let ledger = try await client.send("GET", baseURL: neighbour, path: "/v1/tenants/acme/sessions/\(session.id)/ledger/c1", token: session.token, body: nil)
+        let ledger = try await client.send(
+            "GET", baseURL: neighbour, path: "/v1/tenants/acme/sessions/\(session.id)/ledger/c1", token: session.token, body: nil)
         #expect(ledger.body["status"]?.stringValue == "failed")
         #expect(ledger.body["conflictingStatus"]?.stringValue == "succeeded")
-        let value = try await client.send("GET", baseURL: neighbour, path: "/v1/tenants/acme/sessions/\(session.id)/values/mode", token: session.token, body: nil)
+        let value = try await client.send(
+            "GET", baseURL: neighbour, path: "/v1/tenants/acme/sessions/\(session.id)/values/mode", token: session.token, body: nil)
         #expect(value.body["value"]?.stringValue == "fast")
 
         // The old home sends the old token on to the new home, and homes new

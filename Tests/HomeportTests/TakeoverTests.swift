@@ -4,11 +4,11 @@ import Testing
 @Suite struct TakeoverTests {
     static func startCluster() async throws -> EmbeddedCluster {
         var lease = RegionLease.Configuration()
-        // Short enough to keep the test near two seconds, long enough that a
-        // busy test machine does not delay renewals past the margin.
-        lease.ttl = .seconds(2)
-        lease.renewInterval = .milliseconds(300)
-        lease.safetyMargin = .milliseconds(500)
+        // Short enough to keep the test near four seconds, long enough that
+        // renewals survive 2.5 s of a test machine busy with other suites.
+        lease.ttl = .seconds(4)
+        lease.renewInterval = .milliseconds(500)
+        lease.safetyMargin = .seconds(1)
         return try await startReplicatingCluster(batchDelayMilliseconds: 2, lease: lease, takeoverCheckInterval: .milliseconds(50))
     }
 

@@ -5,9 +5,23 @@
 public struct SessionUnavailableError: Error, Sendable, Equatable, CustomStringConvertible {
     public let session: SessionID
     public let failedHome: String
+    /// The region that took the failed home over, when it cannot be reached
+    /// either (a double failure); nil when it has no copy of the session.
+    public let unreachableNewHome: String?
+
+    public init(session: SessionID, failedHome: String, unreachableNewHome: String? = nil) {
+        self.session = session
+        self.failedHome = failedHome
+        self.unreachableNewHome = unreachableNewHome
+    }
 
     public var description: String {
-        "session \(session) was homed at \(failedHome), which failed, and no region holds a copy of it; it is unavailable until \(failedHome) returns"
+        if let unreachableNewHome {
+            return
+                "session \(session) was homed at \(failedHome), which failed, and \(unreachableNewHome), which took it over, cannot be reached either; it is unavailable until one of them returns"
+        }
+        return
+            "session \(session) was homed at \(failedHome), which failed, and no region holds a copy of it; it is unavailable until \(failedHome) returns"
     }
 }
 

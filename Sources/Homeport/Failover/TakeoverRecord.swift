@@ -48,4 +48,3 @@ public struct TakeoverRecord: Sendable, Equatable {
         token.home == from && token.issuedAt * 1000 <= takenAtMilliseconds
     }
 }
-

@@ -179,7 +179,8 @@ public final class RegionNode: Sendable {
                 let result = try await linearizableStore.compareAndSwap(
                     key: key, expectedModRevision: stored.modRevision, newValue: pending.bytes)
                 guard result.succeeded else {
-                    throw ReconcileError(.recordChanged, region: pending.to, "the takeover record of \(region) changed during the reconcile")
+                    throw ReconcileError(
+                        .recordChanged, region: pending.to, "the takeover record of \(region) changed during the reconcile")
                 }
                 record = pending
                 report = done
@@ -189,8 +190,10 @@ public final class RegionNode: Sendable {
                     labels: ["region": region, "to": pending.to])
                 logger.info(
                     "reconcile finished",
-                    ["to": pending.to, "sessions": "\(done.sessions)", "recordsShipped": "\(done.recordsShipped)",
-                     "recordsMerged": "\(done.recordsMerged)"])
+                    [
+                        "to": pending.to, "sessions": "\(done.sessions)", "recordsShipped": "\(done.recordsShipped)",
+                        "recordsMerged": "\(done.recordsMerged)",
+                    ])
             }
 
             // Tokens carry whole seconds: a session created in the second of
@@ -342,7 +345,11 @@ public final class RegionNode: Sendable {
         if record.to == region {
             return try await serveTakenOver(operation, session: session, token: token, request: request)
         }
-        return try await forward(request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
+        do {
+            return try await forward(request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
+        } catch let error as ForwardingError where error.code == .homeUnreachable || error.code == .timedOut {
+            throw SessionUnavailableError(session: session, failedHome: token.home, unreachableNewHome: record.to)
+        }
     }
 
     private func takeoverRecord(of home: String) async throws -> TakeoverRecord? {
@@ -428,7 +435,8 @@ public final class RegionNode: Sendable {
         var ids: [SessionID] = []
         for (index, element) in try body.array("sessions", maximumCount: ReconcileForward.sessionsPerRequest).enumerated() {
             guard case .string(let text) = element, let id = SessionID(text) else {
-                throw RequestError(.invalidValue, field: "sessions[\(index)]", detail: "must be a session id (\(SessionID.allowedCharactersDescription))")
+                throw RequestError(
+                    .invalidValue, field: "sessions[\(index)]", detail: "must be a session id (\(SessionID.allowedCharactersDescription))")
             }
             ids.append(id)
         }

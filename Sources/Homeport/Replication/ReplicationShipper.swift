@@ -165,17 +165,38 @@ public final class ReplicationShipper: Sendable {
         case stop
     }
 
+    /// Sends every batch that is due now, one after another, and returns once
+    /// each has been answered or has failed. For a caller that drives time
+    /// itself instead of running the loop, as the fault-injection harness
+    /// does; a failure backs off exactly as in the loop.
+    public func shipDueBatches() async {
+        let now = clock.nowMilliseconds()
+        let batches = state.withLock { state -> [ReplicationBatch] in
+            guard now >= state.retryNotBefore else { return [] }
+            return takeDueBatches(&state, nowMilliseconds: now)
+        }
+        for batch in batches {
+            await send(batch)
+        }
+    }
+
+    /// Cuts the batches due at `now`, up to the in-flight limit, and counts them in flight.
+    private func takeDueBatches(_ state: inout State, nowMilliseconds now: Int64) -> [ReplicationBatch] {
+        var batches: [ReplicationBatch] = []
+        while state.inFlight < maximumBatchesInFlight, let batch = state.outbox.nextBatch(nowMilliseconds: now) {
+            state.inFlight += 1
+            batches.append(batch)
+        }
+        return batches
+    }
+
     private func run() async {
         while true {
             let now = clock.nowMilliseconds()
             let step = state.withLock { state -> Step in
                 if state.stopped { return .stop }
                 if now < state.retryNotBefore { return .sleep(until: state.retryNotBefore) }
-                var batches: [ReplicationBatch] = []
-                while state.inFlight < maximumBatchesInFlight, let batch = state.outbox.nextBatch(nowMilliseconds: now) {
-                    state.inFlight += 1
-                    batches.append(batch)
-                }
+                let batches = takeDueBatches(&state, nowMilliseconds: now)
                 if !batches.isEmpty { return .send(batches) }
                 if state.inFlight < maximumBatchesInFlight, let deadline = state.outbox.nextBatchDeadlineMilliseconds {
                     return .sleep(until: deadline)

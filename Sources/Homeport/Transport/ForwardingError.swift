@@ -5,7 +5,9 @@ public struct ForwardingError: Error, Sendable, Equatable, CustomStringConvertib
         case unknownRegion = "unknown-home-region"
         /// 508: a forwarded request reached a node that is not the home either.
         case forwardingLoop = "forwarding-loop"
-        /// 502: the home region refused the connection or sent an invalid response.
+        /// 503: the home region refused the connection or sent an invalid
+        /// response; the session is unavailable until it (or a region that
+        /// takes it over) answers.
         case homeUnreachable = "home-unreachable"
         /// 504: the home region did not respond in time.
         case timedOut = "home-timed-out"

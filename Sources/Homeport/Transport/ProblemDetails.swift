@@ -125,7 +125,7 @@ public struct ProblemDetails: Sendable, Equatable {
         case .forwardingLoop:
             return ProblemDetails(status: 508, type: error.code.rawValue, title: "Forwarding loop", detail: error.detail)
         case .homeUnreachable:
-            return ProblemDetails(status: 502, type: error.code.rawValue, title: "Home region unreachable", detail: error.detail)
+            return ProblemDetails(status: 503, type: error.code.rawValue, title: "Home region unreachable", detail: error.detail)
         case .timedOut:
             return ProblemDetails(status: 504, type: error.code.rawValue, title: "Home region timed out", detail: error.detail)
         }
