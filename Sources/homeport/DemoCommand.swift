@@ -1,5 +1,6 @@
 import Foundation
 import Homeport
+import Synchronization
 
 /// `homeport demo`: three regions in this process on the embedded default,
 /// the Mooncake trace replayed through them, and the latency report.
@@ -9,10 +10,14 @@ enum DemoCommand {
     static let usage = """
         usage: homeport demo [options]
 
-        Starts every region of the topology in this process (memory stores,
-        loopback listeners on ephemeral ports, the latency matrix applied to
-        forwarding), replays the conversation trace through the HTTP API, and
-        prints per-operation latency. Exits 1 if any call failed.
+        Starts every region of the topology in this process (memory stores with
+        session logs in a data dir, loopback listeners on ephemeral ports, the
+        latency matrix applied to every call between regions), replays the
+        conversation trace through the HTTP API, crashes the first region at 40%
+        of the replay and restarts it at 70%, and prints per-operation latency,
+        replication lag and the failover report. Exits 1 if any call failed, a
+        session does not hold what was acknowledged, or (with a data dir) an
+        acknowledged turn was lost.
 
         options:
           --trace PATH          Mooncake conversation trace (JSONL); default
@@ -32,10 +37,16 @@ enum DemoCommand {
           --batch-entries N     replication batch size: at most N entries (default 256)
           --batch-delay-ms T    replication batch age: a batch leaves once its oldest entry
                                 is T ms old (default 50)
-          --fail-region NAME    crash this region part way through the replay (its memory is
-                                lost) and bring it back later; its neighbour takes it over
+          --fail-region NAME    the region to crash part way through the replay and bring back
+                                later (default: the first region); its neighbour takes it over,
+                                and it reconciles forward when it returns
           --fail-at SHARE       when the region fails, as a share of the replay (default 0.4)
           --recover-at SHARE    when it comes back (default 0.7)
+          --no-failure          replay without crashing a region
+          --data-dir DIR        keep each region's session log in DIR (default: a fresh temporary
+                                directory, removed at the end)
+          --no-data-dir         keep sessions in memory only: a crash loses what was not yet
+                                replicated, and the report states that recovery point
           --policy FILE         policy table (JSON); default: the built-in table
           --report PATH         where to write the JSON report (default demo-report.json)
           --log-level LEVEL     debug, info, warning or error (default warning)
@@ -47,9 +58,9 @@ enum DemoCommand {
                 arguments,
                 valued: [
                     "trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report",
-                    "log-level", "batch-entries", "batch-delay-ms", "fail-region", "fail-at", "recover-at",
+                    "log-level", "batch-entries", "batch-delay-ms", "fail-region", "fail-at", "recover-at", "data-dir",
                 ],
-                switches: ["help"])
+                switches: ["help", "no-failure", "no-data-dir"])
             if options.has("help") {
                 print(usage)
                 return 0
@@ -82,12 +93,14 @@ enum DemoCommand {
             }
             configuration.seed = value
         }
-        if let region = options.string("fail-region") {
-            configuration.failure = ReplayConfiguration.RegionFailure(
-                region: region, downAt: try options.number("fail-at", in: 0...1) ?? 0.4,
-                upAt: try options.number("recover-at", in: 0...1) ?? 0.7)
+        if options.has("no-failure") {
+            for flag in ["fail-region", "fail-at", "recover-at"] where options.string(flag) != nil {
+                throw CommandLineOptions.UsageError(description: "--\(flag) contradicts --no-failure; drop one of them")
+            }
         }
-        try configuration.validate()
+        if options.has("no-data-dir"), options.string("data-dir") != nil {
+            throw CommandLineOptions.UsageError(description: "--data-dir contradicts --no-data-dir; drop one of them")
+        }
 
         // Policy and topology first: a bad file should fail before anything starts.
         let policy = try options.string("policy").map { path throws in try PolicyTable.load(path: path) } ?? .defaultTable
@@ -104,10 +117,20 @@ enum DemoCommand {
         // Every region listens on an ephemeral loopback port in this process.
         topology.regions = topology.regions.map { RegionEndpoint(name: $0.name, host: "127.0.0.1", port: 0) }
 
-        if let failure = configuration.failure, topology.endpoint(failure.region) == nil {
-            throw CommandLineOptions.UsageError(
-                description:
-                    "--fail-region \(failure.region) is not a region; the regions are \(topology.regionNames.joined(separator: ", "))")
+        if !options.has("no-failure") {
+            let region = options.string("fail-region") ?? topology.regionNames[0]
+            guard topology.endpoint(region) != nil else {
+                throw CommandLineOptions.UsageError(
+                    description: "--fail-region \(region) is not a region; the regions are \(topology.regionNames.joined(separator: ", "))")
+            }
+            configuration.failure = ReplayConfiguration.RegionFailure(
+                region: region, downAt: try options.number("fail-at", in: 0...1) ?? 0.4,
+                upAt: try options.number("recover-at", in: 0...1) ?? 0.7)
+        }
+        try configuration.validate()
+        let dataDirectory = try prepareDataDirectory(options)
+        defer {
+            if dataDirectory?.temporary == true, let path = dataDirectory?.path { try? FileManager.default.removeItem(atPath: path) }
         }
         let (trace, source) = try loadWorkload(options, seed: configuration.seed)
         let sessions = SessionRebuilder.rebuild(trace)
@@ -127,29 +150,49 @@ enum DemoCommand {
             replication.maximumBatchDelayMilliseconds = Int64(delay)
         }
         let cluster = try EmbeddedCluster(
-            topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger, replication: replication)
+            topology: topology, limits: limits, keyRing: try TokenKeyRing.generated(), logger: logger, replication: replication,
+            dataDirectory: dataDirectory?.path)
         try await cluster.start()
         var baseURLs: [String: String] = [:]
         for region in topology.regionNames {
             baseURLs[region] = cluster.baseURL(of: region)
         }
 
+        // The crash's recovery point and the outage's wall-clock window, for the report.
+        let outage = Mutex<(pending: Int, downAt: Int64?, upAt: Int64?)>((0, nil, nil))
+        let clock = SystemClock()
         let replay = TraceReplay(
             trace: trace, sessions: sessions, regions: topology.regionNames, baseURLs: baseURLs, configuration: configuration,
             faultInjector: { action in
                 switch action {
                 case .crash(let region):
-                    await cluster.crash(region)
+                    let downAt = clock.nowMilliseconds()
+                    let pending = await cluster.crash(region)
+                    outage.withLock { $0 = (pending, downAt, nil) }
                 case .restart(let region):
                     do {
                         try await cluster.restart(region)
                     } catch {
                         logger.error("region restart failed", ["region": region, "error": "\(error)"])
                     }
+                    let upAt = clock.nowMilliseconds()
+                    outage.withLock { $0.upAt = upAt }
                 }
             })
-        let outcome = await replay.run()
-        let replicationReport = ReplicationReport(cluster: cluster, configuration: replication)
+        var outcome = await replay.run()
+
+        let window = outage.withLock { $0 }
+        var excluded: ReplicationReport.Outage?
+        if let failure = configuration.failure, let downAt = window.downAt {
+            // Entries written just before the crash and just after the restart
+            // wait for the region too (backoff, then a snapshot to refill its standby).
+            excluded = ReplicationReport.Outage(
+                region: failure.region, window: (downAt - 1000)...((window.upAt ?? clock.nowMilliseconds()) + 5000))
+            outcome.failover?.durable = dataDirectory != nil
+            outcome.failover?.recoveryPointEntries = window.pending
+            outcome.failover?.reconcile = cluster.node(failure.region)?.completedReconciles.last
+        }
+        let replicationReport = ReplicationReport(cluster: cluster, configuration: replication, outage: excluded)
         await cluster.shutdown()
 
         let report = ReplayReport(
@@ -170,7 +213,28 @@ enum DemoCommand {
             printError("homeport demo: cannot write the report to \(reportPath): \(error.localizedDescription)")
             return 1
         }
-        return report.errorCount == 0 && outcome.sessionsMismatched == 0 ? 0 : 1
+        let lostWithDataDirectory = dataDirectory != nil && outcome.lostAcknowledgedTurns > 0
+        if lostWithDataDirectory {
+            printError(
+                "homeport demo: \(outcome.lostAcknowledgedTurns) acknowledged turns were lost although every region kept a session log")
+        }
+        return report.errorCount == 0 && outcome.sessionsMismatched == 0 && !lostWithDataDirectory ? 0 : 1
+    }
+
+    /// Returns the data directory to use and whether the demo created it,
+    /// or nil with `--no-data-dir`.
+    private static func prepareDataDirectory(_ options: CommandLineOptions) throws -> (path: String, temporary: Bool)? {
+        if options.has("no-data-dir") { return nil }
+        if let path = options.string("data-dir") {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw CommandLineOptions.UsageError(description: "--data-dir \(path) is not an existing directory; create it first")
+            }
+            return (path, false)
+        }
+        let path = NSTemporaryDirectory() + "homeport-demo-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return (path, true)
     }
 
     private static func loadWorkload(_ options: CommandLineOptions, seed: UInt64) throws -> (ConversationTrace, String) {

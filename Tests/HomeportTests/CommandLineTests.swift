@@ -93,14 +93,40 @@ import Testing
         let report = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: report) }
         let result = try Self.run([
-            "demo", "--workload", "synthetic", "--limit", "150", "--speed", "2000", "--latency-scale", "0.05", "--report", report,
+            "demo", "--workload", "synthetic", "--limit", "150", "--speed", "2000", "--latency-scale", "0.05", "--no-failure",
+            "--report", report,
         ])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.contains("retries 0, errors 0"))
+        #expect(!result.output.contains("Failover"))
         #expect(result.output.contains("append_user_turn"))
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any]
         #expect(json?["requests"] as? Int == 150)
         #expect(json?["errorCount"] as? Int == 0)
+    }
+
+    @Test func demoFailsARegionByDefaultAndLosesNothing() throws {
+        let report = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: report) }
+        // 600 requests over about 6 s: the first region is down from 2.4 s to 4.2 s.
+        let result = try Self.run([
+            "demo", "--workload", "synthetic", "--limit", "600", "--speed", "30", "--latency-scale", "0.05", "--report", report,
+        ])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("Failover"))
+        #expect(result.output.contains("us-east crashed at"))
+        #expect(result.output.contains("acknowledged turns lost: 0 (must be 0 with a data dir)"))
+        #expect(result.output.contains("errors 0"))
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any]
+        let failover = json?["failover"] as? [String: Any]
+        #expect(failover?["durable"] as? Bool == true)
+        #expect(json?["lostAcknowledgedTurns"] as? Int == 0)
+    }
+
+    @Test func demoRejectsContradictoryFailureOptions() throws {
+        let result = try Self.run(["demo", "--workload", "synthetic", "--limit", "10", "--no-failure", "--fail-at", "0.2"])
+        #expect(result.status == 2)
+        #expect(result.error.contains("--fail-at contradicts --no-failure"))
     }
 
     @Test func demoRejectsUnknownFailRegion() throws {

@@ -3,8 +3,12 @@ import Testing
 @testable import Homeport
 
 /// The seeded fault-injection suite: 200 scenarios in the default run, in
-/// four parallel slices. `swift run homeport faults --count 2000` runs more.
-@Suite struct FaultInjectionTests {
+/// four slices. `swift run homeport faults --count 2000` runs more.
+///
+/// Serialized: the harness keeps a thread of the concurrency pool busy, and
+/// two of them at once would starve the lease renewals of the suites that
+/// run real clusters beside it.
+@Suite(.serialized) struct FaultInjectionTests {
     static func runSeeds(_ seeds: ClosedRange<UInt64>) async throws {
         for seed in seeds {
             let outcome = try await FaultHarness(scenario: FaultScenario(seed: seed)).run()

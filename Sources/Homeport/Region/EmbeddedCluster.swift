@@ -17,6 +17,8 @@ public final class EmbeddedCluster: Sendable {
     public let assembly: RegionAssembly
     /// The current node of each region, in topology order; `restart` replaces one.
     private let current: Mutex<[RegionNode]>
+    /// Replication statistics of crashed nodes, by region, kept for the report.
+    private let retiredStatistics = Mutex<[String: [ReplicationShipper.Statistics]]>([:])
 
     /// The regions' current nodes, in topology order.
     public var nodes: [RegionNode] { current.withLock { $0 } }
@@ -72,9 +74,23 @@ public final class EmbeddedCluster: Sendable {
     /// replication and takeover checks stop, and its memory store is not read
     /// again. Its lease expires in the store after the TTL, and its neighbour
     /// then takes it over.
-    public func crash(_ region: String) async {
-        guard let node = node(region) else { return }
+    ///
+    /// Returns the entries its neighbour had not acknowledged: what a crash
+    /// without a data directory may lose (the recovery point).
+    @discardableResult
+    public func crash(_ region: String) async -> Int {
+        guard let node = node(region) else { return 0 }
         await node.stopServing()
+        guard let statistics = node.replication?.statistics() else { return 0 }
+        retiredStatistics.withLock { $0[region, default: []].append(statistics) }
+        return statistics.pendingEntries
+    }
+
+    /// Returns the replication statistics of every node the region has run,
+    /// crashed ones first, then the current one.
+    public func replicationStatistics(of region: String) -> [ReplicationShipper.Statistics] {
+        let retired = retiredStatistics.withLock { $0[region] ?? [] }
+        return retired + (node(region)?.replication.map { [$0.statistics()] } ?? [])
     }
 
     /// Starts a fresh node for a crashed region, as a restarted process

@@ -73,6 +73,9 @@ public final class RegionNode: Sendable {
     /// Runs `reconcileIfNeeded` while the node serves.
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let reconcileReports = Mutex<[ReconcileReport]>([])
+    /// Sessions of a returning region whose standby copy here it confirmed
+    /// complete during its reconcile; they are adopted without a gap.
+    private let completeStandbys = Mutex<Set<SessionID>>([])
 
     public init(
         configuration: RegionNodeConfiguration,
@@ -379,7 +382,10 @@ public final class RegionNode: Sendable {
             guard let copy = standbySession(session, home: token.home), copy.tenant == token.tenant else {
                 throw SessionUnavailableError(session: session, failedHome: token.home)
             }
-            info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1)
+            // Any copy may lack the failed home's last writes, unless the old
+            // home came back and confirmed that it holds them all.
+            let confirmed = completeStandbys.withLock { $0.contains(session) }
+            info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1, replicationGap: !confirmed)
             logger.info("session re-homed", ["session": session.rawValue, "from": token.home, "epoch": "\(info.epoch)"])
         }
         guard info.tenant == token.tenant else {
@@ -470,7 +476,16 @@ public final class RegionNode: Sendable {
 
         var merged = 0
         for tail in tails {
-            merged += try await store.mergeReconcileTail(tail, standby: standbySession(tail.session, home: home), home: region)
+            let standby = standbySession(tail.session, home: home)
+            // An empty tail for a copy that holds every write needs no adoption
+            // now: the copy is marked complete and adopted on its next request.
+            if tail.recordCount == 0, let standby, standby.appliedStamp == tail.lastStamp,
+                (try? await store.sessionInfo(tail.session)) == nil
+            {
+                completeStandbys.withLock { _ = $0.insert(tail.session) }
+                continue
+            }
+            merged += try await store.mergeReconcileTail(tail, standby: standby, home: region)
         }
         metrics.increment(
             "homeport_reconciled_records_total", help: "Records of a returning region's tails that changed a session here.",

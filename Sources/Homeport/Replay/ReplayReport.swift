@@ -113,16 +113,29 @@ public struct ReplayReport: Sendable {
 
         if let failover = outcome.failover {
             lines.append("Failover")
+            let memory = failover.durable ? "it rebuilt its sessions from its session log" : "memory lost, no data dir"
             lines.append(
-                "  \(failover.region) crashed at \(Self.format(failover.downAtSeconds)) s and came back at \(Self.format(failover.upAtSeconds)) s (memory lost, no data dir)"
+                "  \(failover.region) crashed at \(Self.format(failover.downAtSeconds)) s and came back at \(Self.format(failover.upAtSeconds)) s (\(memory))"
             )
             let firstServed = failover.firstRehomedResponseSeconds.map { "\(Self.format($0)) s" } ?? "never"
             lines.append("  time from the crash to the first request served by the new home: \(firstServed)")
             lines.append(
                 "  sessions re-homed: \(failover.sessionsRehomed); responses marked as possibly missing the old home's last writes: \(failover.responsesWithReplicationGap)"
             )
-            lines.append(
-                "  acknowledged turns lost (not yet replicated when the home crashed): \(outcome.lostAcknowledgedTurns)")
+            if let reconcile = failover.reconcile {
+                lines.append(
+                    "  reconcile forward to \(reconcile.to): \(reconcile.sessions) sessions, \(reconcile.recordsShipped) records shipped, \(reconcile.recordsMerged) entries merged at the new home"
+                )
+            } else {
+                lines.append("  reconcile forward: nothing to ship (the region came back empty)")
+            }
+            if failover.durable {
+                lines.append("  acknowledged turns lost: \(outcome.lostAcknowledgedTurns) (must be 0 with a data dir)")
+            } else {
+                lines.append(
+                    "  acknowledged turns lost: \(outcome.lostAcknowledgedTurns), within the recovery point of \(failover.recoveryPointEntries) entries not yet replicated at the crash"
+                )
+            }
             lines.append("")
         }
 
@@ -192,6 +205,11 @@ public struct ReplayReport: Sendable {
                     "firstRehomedResponseSeconds": failover.firstRehomedResponseSeconds.map { .number($0) } ?? .null,
                     "sessionsRehomed": .integer(Int64(failover.sessionsRehomed)),
                     "responsesWithReplicationGap": .integer(Int64(failover.responsesWithReplicationGap)),
+                    "durable": .bool(failover.durable),
+                    "recoveryPointEntries": .integer(Int64(failover.recoveryPointEntries)),
+                    "sessionsReconciled": .integer(Int64(failover.reconcile?.sessions ?? 0)),
+                    "recordsShipped": .integer(Int64(failover.reconcile?.recordsShipped ?? 0)),
+                    "entriesReconciled": .integer(Int64(failover.reconcile?.recordsMerged ?? 0)),
                 ])
             } ?? .null,
             "sessionsMismatched": .integer(Int64(outcome.sessionsMismatched)),

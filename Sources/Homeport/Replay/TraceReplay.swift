@@ -110,6 +110,14 @@ public struct FailoverOutcome: Sendable {
     public var firstRehomedResponseSeconds: Double?
     public var sessionsRehomed: Int
     public var responsesWithReplicationGap: Int
+    /// True when the failed region kept a session log, so it came back with
+    /// every acknowledged write and reconciled them forward.
+    public var durable = false
+    /// Entries the neighbour had not acknowledged when the region crashed:
+    /// the most a crash without a data directory may lose.
+    public var recoveryPointEntries = 0
+    /// What the returning region's reconcile-forward did, if it ran.
+    public var reconcile: ReconcileReport?
 }
 
 /// Replays a conversation trace through the HTTP API.

@@ -65,6 +65,17 @@ public struct ReplicationEntry: Sendable, Equatable {
 
     /// Returns true for a snapshot entry.
     public var isSnapshot: Bool { payload.kind == .snapshot }
+
+    /// A cheap estimate of the entry's size on the wire, in bytes: the turn
+    /// content it carries plus 256 for each record and for the envelope.
+    public var approximateBytes: Int {
+        switch payload {
+        case .turnAppended(let turn): 512 + turn.content.utf8.count
+        case .snapshot(let snapshot):
+            256 + snapshot.turns.reduce(0) { $0 + 256 + $1.content.utf8.count } + 256 * (snapshot.ledger.count + snapshot.values.count)
+        case .sessionCreated, .ledgerEntryWritten, .valuePut, .skipped: 512
+        }
+    }
 }
 
 extension ReplicationEntry.Payload {

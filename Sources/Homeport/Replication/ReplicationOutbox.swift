@@ -37,13 +37,20 @@ public struct ReplicationOutbox: Sendable {
         /// The pending entry count past which the outbox coalesces a session's
         /// entries into a snapshot. Default 65,536.
         public var maximumPendingEntries: Int
+        /// The approximate size (`ReplicationEntry.approximateBytes`) at which
+        /// a batch is cut and due at once, so that snapshots of long buffers
+        /// travel in several batches. A single larger entry still travels
+        /// alone. Default 1 MiB.
+        public var maximumBatchBytes: Int
 
         public init(
-            maximumBatchEntries: Int = 256, maximumBatchDelayMilliseconds: Int64 = 50, maximumPendingEntries: Int = 65_536
+            maximumBatchEntries: Int = 256, maximumBatchDelayMilliseconds: Int64 = 50, maximumPendingEntries: Int = 65_536,
+            maximumBatchBytes: Int = 1 << 20
         ) {
             self.maximumBatchEntries = maximumBatchEntries
             self.maximumBatchDelayMilliseconds = maximumBatchDelayMilliseconds
             self.maximumPendingEntries = maximumPendingEntries
+            self.maximumBatchBytes = maximumBatchBytes
         }
 
         /// - Throws: `ConfigurationError` naming the first field out of range.
@@ -56,6 +63,10 @@ public struct ReplicationOutbox: Sendable {
                 throw ConfigurationError(
                     field: "replication.maximumBatchDelayMilliseconds",
                     detail: "must be 0 or more milliseconds, but is \(maximumBatchDelayMilliseconds)")
+            }
+            guard maximumBatchBytes >= 1 else {
+                throw ConfigurationError(
+                    field: "replication.maximumBatchBytes", detail: "must be at least 1 byte, but is \(maximumBatchBytes)")
             }
             guard maximumPendingEntries >= maximumBatchEntries else {
                 throw ConfigurationError(
@@ -200,14 +211,24 @@ public struct ReplicationOutbox: Sendable {
     /// shell must treat a timeout as a failure.
     public mutating func nextBatch(nowMilliseconds: Int64) -> ReplicationBatch? {
         var readyIndices: [Int] = []
+        var bytes = 0
+        var full = false
         for index in queue.indices where queue[index].state == .ready {
+            let size = queue[index].entry.approximateBytes
+            if !readyIndices.isEmpty, bytes + size > configuration.maximumBatchBytes {
+                full = true
+                break
+            }
             readyIndices.append(index)
-            if readyIndices.count == configuration.maximumBatchEntries { break }
+            bytes += size
+            if readyIndices.count == configuration.maximumBatchEntries || bytes >= configuration.maximumBatchBytes {
+                full = true
+                break
+            }
         }
         guard let oldestIndex = readyIndices.first else { return nil }
 
         let oldestAge = nowMilliseconds - queue[oldestIndex].enqueuedAtMilliseconds
-        let full = readyIndices.count == configuration.maximumBatchEntries
         guard full || oldestAge >= configuration.maximumBatchDelayMilliseconds else { return nil }
 
         let id = ReplicationBatch.ID(nextBatchNumber)

@@ -21,6 +21,10 @@ public final class ReplicationShipper: Sendable {
     /// Counters and lag samples, for the demo's report and tests.
     public struct Statistics: Sendable {
         public var lagMilliseconds: [Double]
+        /// When each lag sample's entry was enqueued, in milliseconds since
+        /// the Unix epoch, in the order of `lagMilliseconds`: a report can
+        /// leave out the entries written during an outage.
+        public var lagEnqueuedAtMilliseconds: [Int64]
         public var batchesSent: Int
         public var batchesFailed: Int
         public var snapshotFallbacks: Int
@@ -42,6 +46,7 @@ public final class ReplicationShipper: Sendable {
         var drainWaiters: [CheckedContinuation<Void, Never>] = []
         var stopped = false
         var lagMilliseconds: [Double] = []
+        var lagEnqueuedAtMilliseconds: [Int64] = []
         var batchesFailed = 0
         /// Entries in `enqueuedAt`, kept within the outbox's bound.
         var enqueuedAtCount = 0
@@ -150,7 +155,8 @@ public final class ReplicationShipper: Sendable {
     public func statistics() -> Statistics {
         state.withLock { state in
             Statistics(
-                lagMilliseconds: state.lagMilliseconds, batchesSent: state.outbox.sentBatchCount,
+                lagMilliseconds: state.lagMilliseconds, lagEnqueuedAtMilliseconds: state.lagEnqueuedAtMilliseconds,
+                batchesSent: state.outbox.sentBatchCount,
                 batchesFailed: state.batchesFailed, snapshotFallbacks: state.outbox.snapshotCount,
                 pendingEntries: state.outbox.pendingEntryCount)
         }
@@ -262,17 +268,19 @@ public final class ReplicationShipper: Sendable {
         let (actions, wakeUp, lags, pending, drainWaiters) = state.withLock { state in
             let actions = state.outbox.acknowledge(acknowledgement)
             var lags: [Double] = []
+            var enqueueTimes: [Int64] = []
             for (session, position) in acknowledgement.positions {
                 guard var times = state.enqueuedAt[session] else { continue }
                 let applied = times.prefix { $0.seq <= position }
                 lags.append(contentsOf: applied.map { Double(max(0, appliedAt - $0.milliseconds)) })
+                enqueueTimes.append(contentsOf: applied.map(\.milliseconds))
                 times.removeFirst(applied.count)
                 state.enqueuedAtCount -= applied.count
                 state.enqueuedAt[session] = times.isEmpty ? nil : times
             }
-            if state.lagMilliseconds.count < Self.maximumLagSamples {
-                state.lagMilliseconds.append(contentsOf: lags.prefix(Self.maximumLagSamples - state.lagMilliseconds.count))
-            }
+            let room = max(0, Self.maximumLagSamples - state.lagMilliseconds.count)
+            state.lagMilliseconds.append(contentsOf: lags.prefix(room))
+            state.lagEnqueuedAtMilliseconds.append(contentsOf: enqueueTimes.prefix(room))
             state.inFlight -= 1
             state.backoffMilliseconds = 0
             var drainWaiters: [CheckedContinuation<Void, Never>] = []

@@ -139,7 +139,9 @@ public final class MemorySessionStore: SessionStore {
     /// snapshot of it in the journal, and returns its info. A session that is
     /// here already is returned as it is, so concurrent first requests adopt
     /// it once.
-    public func adopt(_ copy: StandbySession, home: String, epoch: UInt64) throws(SessionStoreError) -> SessionInfo {
+    public func adopt(
+        _ copy: StandbySession, home: String, epoch: UInt64, replicationGap: Bool
+    ) throws(SessionStoreError) -> SessionInfo {
         let journal = self.journal
         let limits = self.limits
         let outcome: Swift.Result<(SessionInfo, Bool), SessionStoreError> = shard(for: copy.id).sessions.withLock { sessions in
@@ -148,8 +150,7 @@ public final class MemorySessionStore: SessionStore {
             record.home = home
             record.epoch = epoch
             record.adoptedPosition = copy.appliedStamp
-            // Any copy may lack the failed home's last writes.
-            record.replicationGap = true
+            record.replicationGap = replicationGap
             do throws(SessionLogError) {
                 try journal?.record(record.snapshotEntry)
             } catch {

@@ -62,8 +62,11 @@ public protocol SessionStore: Sendable {
 
     /// Makes this store the home of a session taken over from a failed region,
     /// at `epoch`, built from its standby copy. Returns the existing session
-    /// unchanged if it is here already.
-    func adopt(_ copy: StandbySession, home: String, epoch: UInt64) async throws(SessionStoreError) -> SessionInfo
+    /// unchanged if it is here already. `replicationGap` is false only when
+    /// the old home has confirmed that the copy holds all its writes.
+    func adopt(
+        _ copy: StandbySession, home: String, epoch: UInt64, replicationGap: Bool
+    ) async throws(SessionStoreError) -> SessionInfo
 
     /// Returns the ids of every session held, sorted.
     func sessionIDs() async throws(SessionStoreError) -> [SessionID]
