@@ -621,7 +621,12 @@ public final class RegionNode: Sendable {
 
         var metadata = ["request": requestID, "method": request.method, "status": "\(problem.status)", "type": problem.type]
         if let session = Self.sessionSegment(of: request.path) { metadata["session"] = session }
-        if problem.status >= 500 {
+        if problem.status == 503 || problem.status == 504 {
+            // A region that is down, fenced or taken over: expected during a
+            // failover, counted in the metrics, and retried by clients.
+            metadata["error"] = String(describing: error)
+            logger.info("request unavailable", metadata)
+        } else if problem.status >= 500 {
             metadata["error"] = String(describing: error)
             logger.error("request failed", metadata)
         } else {
