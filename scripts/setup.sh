@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Homeport needs to build and test on Debian 12: the C
-# libraries it wraps (libmicrohttpd, OpenSSL's libcrypto) and pkg-config.
+# libraries it wraps (libmicrohttpd, OpenSSL's libcrypto), pkg-config, and
+# etcd (/usr/bin/etcd, 3.4), which the etcd store tests start on loopback.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
-packages=(pkg-config libmicrohttpd-dev libssl-dev)
+packages=(pkg-config libmicrohttpd-dev libssl-dev etcd-server)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -23,9 +23,9 @@
 ///   in one revision. A key is attached to the lease of its latest `put`.
 /// - The store keeps only current values: no history, watch or compaction.
 /// - Every method throws only `LinearizableStoreError`. After `unavailable`
-///   from a write, the write may or may not have been applied (a network
-///   implementation cannot tell a lost request from a lost response), so
-///   re-read before retrying, or retry only compare-and-swaps.
+///   or `unexpectedResponse` from a write, the write may or may not have been
+///   applied (a network implementation cannot tell a lost request from a lost
+///   response), so re-read before retrying, or retry only compare-and-swaps.
 public protocol LinearizableStore: Sendable {
     /// Returns the store's current revision.
     func currentRevision() async throws(LinearizableStoreError) -> Int64
@@ -183,8 +183,10 @@ public struct Lease: Sendable, Equatable {
 public struct LeaseStatus: Sendable, Equatable {
     public var id: LeaseID
     public var grantedTTL: Duration
-    /// The time until the lease expires unless kept alive. Always positive,
-    /// because an expired lease is not found.
+    /// The time until the lease expires unless kept alive. Never negative,
+    /// because an expired lease is not found. The embedded store counts
+    /// milliseconds, so there it is always positive. etcd counts whole seconds
+    /// rounded down, so it reports zero during a lease's last second.
     public var remainingTTL: Duration
     /// The attached keys, ordered by key bytes.
     public var keys: [String]
@@ -310,6 +312,11 @@ public struct LinearizableStoreError: Error, Sendable, CustomStringConvertible {
         /// A request the store's rules reject: an empty key, a TTL out of range,
         /// a negative revision, or a transaction branch writing one key twice.
         case invalidArgument = "invalid-argument"
+        /// A server store returned a response this client cannot use: a
+        /// malformed body, or an error that no other code covers, such as
+        /// permission denied. After a malformed response a write may or may
+        /// not have been applied.
+        case unexpectedResponse = "unexpected-response"
     }
 
     public let code: Code
