@@ -23,13 +23,21 @@ enum ServeCommand {
                              default: every write reaches the file before it is acknowledged,
                              so a killed process loses nothing, and fsync runs with a write at
                              least a second after the previous fsync)
+          --etcd HOST:PORT   an etcd member's client address (repeatable, or comma-separated):
+                             the shared linearizable store for region leases and takeover
+                             records. With it, a region that stops renewing its lease fences
+                             itself, its neighbour takes its sessions over, and it reconciles
+                             forward when it returns; without it nothing takes over
+          --lease-ttl-ms N   the region lease's TTL in milliseconds (default 5000, at least
+                             2000 as etcd grants whole seconds of at least 2)
           --log-level LEVEL  debug, info, warning or error (default info)
         """
 
     static func run(_ arguments: [String]) async -> Int32 {
         do {
             let options = try CommandLineOptions(
-                arguments, valued: ["topology", "region", "policy", "keys", "log-level", "data-dir", "fsync"], switches: ["help"])
+                arguments, valued: ["topology", "region", "policy", "keys", "log-level", "data-dir", "fsync", "etcd", "lease-ttl-ms"],
+                switches: ["help"])
             if options.has("help") {
                 print(usage)
                 return 0
@@ -95,44 +103,25 @@ enum ServeCommand {
         }
 
         let clock = SystemClock()
-        // NOTE: serve runs without region leases (no fencing): its regions may
-        // run in separate processes, which need a shared linearizable store
-        // such as etcd, and only the in-process embedded store exists so far.
         let peers = InterRegionClient(topology: topology, clock: clock)
-        let metrics = MetricsRegistry()
+        var assembly = RegionAssembly(
+            topology: topology, limits: limits, policy: policy, keyRing: keyRing, clock: clock, logger: logger,
+            metrics: MetricsRegistry(), peers: peers)
+        assembly.dataDirectory = dataDirectory
+        assembly.fsync = fsyncPolicy
+        if let store = try linearizableStore(options, logger: logger) {
+            // Regions in separate processes share leases and takeover records through etcd.
+            assembly.linearizableStore = store
+            assembly.lease = try leaseConfiguration(options)
+        } else {
+            logger.warning("no --etcd: regions hold no leases, so a failed region is not taken over")
+        }
+
         var nodes: [RegionNode] = []
         for region in chosen {
-            let endpoint = topology.endpoint(region)!
-            var configuration = RegionNodeConfiguration(region: region)
-            configuration.http.host = endpoint.host
-            configuration.http.port = endpoint.port
-            // Rebuild the region's sessions from its log before it serves anything.
-            var recovered: [StandbySession] = []
-            var sessionLog: SessionLog?
-            if let dataDirectory {
-                let path = (dataDirectory as NSString).appendingPathComponent("\(region).log")
-                let entries = try SessionLog.recover(path: path)
-                recovered = try SessionLog.rebuildSessions(from: entries, region: region, limits: limits)
-                logger.info("session log recovered", ["region": region, "entries": "\(entries.count)", "sessions": "\(recovered.count)"])
-                sessionLog = try SessionLog(path: path, policy: fsyncPolicy, clock: clock)
-            }
-            let journal = SessionJournal(log: sessionLog)
-            let store = MemorySessionStore(limits: limits, journal: journal)
-            store.restore(recovered)
-            let shipper = try topology.neighbour(of: region).map { neighbour throws in
-                try ReplicationShipper(
-                    region: region, neighbour: neighbour, configuration: ReplicationOutbox.Configuration(), peers: peers,
-                    store: store, keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
-            }
-            if let shipper { journal.attach(shipper) }
-            let node = RegionNode(
-                configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
-                clock: clock, logger: logger, replication: shipper)
-            peers.setPort(try node.start(), of: region)
+            let node = try assembly.makeNode(topology.endpoint(region)!)
+            peers.setPort(try await node.startServing(), of: region)
             nodes.append(node)
-        }
-        for node in nodes {
-            node.replication?.start()
         }
 
         let signal = await ShutdownSignal.wait()
@@ -141,7 +130,11 @@ enum ServeCommand {
         // outbox, then give replication a moment to ship it before stopping.
         await withTaskGroup(of: Void.self) { group in
             for node in nodes {
-                group.addTask { await node.shutdown() }
+                group.addTask {
+                    await node.leaseKeeper?.stop()
+                    await node.takeovers?.stop()
+                    await node.shutdown()
+                }
             }
         }
         await withTaskGroup(of: Void.self) { group in
@@ -155,6 +148,34 @@ enum ServeCommand {
             }
         }
         return 0
+    }
+
+    /// Returns the etcd store that `--etcd` names, or nil without the option.
+    private static func linearizableStore(_ options: CommandLineOptions, logger: Logger) throws -> (any LinearizableStore)? {
+        let addresses = options.strings("etcd").flatMap { $0.split(separator: ",").map(String.init) }
+        guard !addresses.isEmpty else { return nil }
+        var endpoints: [EtcdLinearizableStore.Endpoint] = []
+        for address in addresses {
+            let parts = address.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, let port = UInt16(parts[1]), port > 0 else {
+                throw CommandLineOptions.UsageError(description: "--etcd \(address) is not HOST:PORT, such as 127.0.0.1:2379")
+            }
+            endpoints.append(EtcdLinearizableStore.Endpoint(host: String(parts[0]), port: port))
+        }
+        return try EtcdLinearizableStore(configuration: EtcdLinearizableStore.Configuration(endpoints: endpoints), logger: logger)
+    }
+
+    /// The region lease from `--lease-ttl-ms`: renewed every 30% of the TTL,
+    /// and given up 20% of the TTL before it expires.
+    private static func leaseConfiguration(_ options: CommandLineOptions) throws -> RegionLease.Configuration {
+        var lease = RegionLease.Configuration()
+        if let ttl = try options.integer("lease-ttl-ms", in: 2000...600_000) {
+            lease.ttl = .milliseconds(ttl)
+            lease.renewInterval = .milliseconds(ttl * 3 / 10)
+            lease.safetyMargin = .milliseconds(ttl / 5)
+        }
+        try lease.validate()
+        return lease
     }
 }
 
