@@ -165,8 +165,8 @@ enum ServeCommand {
         return try EtcdLinearizableStore(configuration: EtcdLinearizableStore.Configuration(endpoints: endpoints), logger: logger)
     }
 
-    /// The region lease from `--lease-ttl-ms`: renewed every 30% of the TTL,
-    /// and given up 20% of the TTL before it expires.
+    /// Builds the region lease from `--lease-ttl-ms`: renewed every 30% of the
+    /// TTL, and given up 20% of the TTL before it expires.
     private static func leaseConfiguration(_ options: CommandLineOptions) throws -> RegionLease.Configuration {
         var lease = RegionLease.Configuration()
         if let ttl = try options.integer("lease-ttl-ms", in: 2000...600_000) {

@@ -56,7 +56,7 @@ import Testing
         }
     }
 
-    /// Waits until a region answers /healthz.
+    /// Waits until a region responds to /healthz.
     static func waitUntilHealthy(_ baseURL: String) async throws {
         let client = HTTPClient(timeout: .seconds(1))
         let port = UInt16(baseURL.split(separator: ":").last!)!
@@ -116,7 +116,7 @@ import Testing
             try await Self.waitUntilHealthy(url)
         }
 
-        // About 12 s of traffic; us-east is down from about 30% to 75% of it,
+        // About 12 s of traffic. us-east is down from about 30% to 75% of it,
         // long enough for its 2 s lease to expire and us-west to take over.
         let trace = SyntheticWorkload.generate(seed: 5, requestCount: 400, durationMilliseconds: 120_000)
         var configuration = ReplayConfiguration()

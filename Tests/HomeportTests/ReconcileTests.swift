@@ -11,7 +11,7 @@ import Testing
     }
 
     /// A 1.5 s batch interval leaves the writes just before the crash
-    /// unreplicated; a 4 s lease makes the takeover come quickly, yet
+    /// unreplicated. A 4 s lease makes the takeover come quickly, yet
     /// survives 2.5 s of a test machine busy with other suites.
     static func startCluster(dataDirectory: String) async throws -> EmbeddedCluster {
         var lease = RegionLease.Configuration()
@@ -40,7 +40,7 @@ import Testing
         await cluster.crash("us-east")
         await cluster.node("us-west")!.takeovers!.takenOver("us-east")
 
-        // The new home misses the tail. A client that lost the answer to
+        // The new home misses the tail. A client that lost the response to
         // "turn 4" retries it there, and the call ends differently there.
         let gap = try await client.readTurns(at: neighbour, session, tail: nil)
         #expect(gap.replicationGap)

@@ -1,10 +1,10 @@
-/// Why a reconcile-forward step failed, at the returning region or at the
-/// region that took it over.
+/// A failed reconcile-forward step, at the returning region or at the region
+/// that took it over.
 public struct ReconcileError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         /// 409: the node asked to merge has not taken over the sender's region.
         case notTakenOver = "not-taken-over"
-        /// The region that took over answered with an error or could not be reached.
+        /// The region that took over returned an error or could not be reached.
         case peerFailed = "reconcile-peer-failed"
         /// The takeover record changed while the reconcile ran.
         case recordChanged = "takeover-record-changed"

@@ -1,4 +1,4 @@
-/// What one reconcile-forward run did.
+/// The outcome of one reconcile-forward run.
 public struct ReconcileReport: Sendable, Equatable {
     /// The region that took over and received the tails.
     public var to: String
@@ -12,10 +12,10 @@ public struct ReconcileReport: Sendable, Equatable {
     public var requests = 0
 }
 
-/// The returning region's side of reconcile-forward: asks the region that
-/// took it over which position of each session it holds, ships every record
-/// written after that position, and then empties its own store so that it
-/// never serves those sessions again.
+/// The returning region's side of reconcile-forward. It requests, from the
+/// region that took it over, the position that region has of each session.
+/// Then it ships every record written after that position, and empties its
+/// own store so that it never serves those sessions again.
 ///
 /// Safe to run again after a crash half-way: the new home's merge is
 /// idempotent, and the local store is emptied only after every tail was
@@ -54,7 +54,7 @@ struct ReconcileForward {
             var bytes = 0
             for id in chunk {
                 let state = try await store.replicatedState(id)
-                // A position from an older epoch says nothing about this epoch's records.
+                // A position from an older epoch tells nothing about this epoch's records.
                 let held = positions[id].flatMap { $0.epoch == state.info.lastStamp.epoch ? $0.seq : nil } ?? 0
                 let tail = ReconcileTail(state, sinceSeq: min(held, state.info.lastStamp.seq))
                 tails.append(tail)
@@ -85,14 +85,15 @@ struct ReconcileForward {
         let answer = try await post(body, to: Self.positionsPath, at: newHome)
 
         guard case .object(let positions)? = answer["positions"] else {
-            throw ReconcileError(.peerFailed, region: newHome, "the positions answer has no \"positions\" object")
+            throw ReconcileError(.peerFailed, region: newHome, "the positions response has no \"positions\" object")
         }
         var result: [SessionID: SessionStamp] = [:]
         for (name, value) in positions {
             guard let id = SessionID(name), let epoch = value["epoch"]?.integerValue, let seq = value["seq"]?.integerValue,
                 epoch >= 0, seq >= 0
             else {
-                throw ReconcileError(.peerFailed, region: newHome, "the positions answer holds an invalid entry for \"\(name.prefix(80))\"")
+                throw ReconcileError(
+                    .peerFailed, region: newHome, "the positions response contains an invalid entry for \"\(name.prefix(80))\"")
             }
             result[id] = SessionStamp(epoch: UInt64(epoch), seq: UInt64(seq))
         }
@@ -103,7 +104,7 @@ struct ReconcileForward {
     private func ship(_ tails: [ReconcileTail], to newHome: String) async throws -> Int {
         let answer = try await post(.object(["tails": .array(tails.map(\.json))]), to: Self.tailsPath, at: newHome)
         guard let merged = answer["merged"]?.integerValue, merged >= 0 else {
-            throw ReconcileError(.peerFailed, region: newHome, "the tails answer has no \"merged\" count")
+            throw ReconcileError(.peerFailed, region: newHome, "the tails response has no \"merged\" count")
         }
         return Int(merged)
     }
@@ -118,12 +119,12 @@ struct ReconcileForward {
         guard response.status == 200 else {
             throw ReconcileError(
                 .peerFailed, region: newHome,
-                "\(path) answered \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))")
+                "\(path) returned \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))")
         }
         do {
             return try JSONValue.parse(response.body)
         } catch {
-            throw ReconcileError(.peerFailed, region: newHome, "\(path) answered with invalid JSON: \(error)")
+            throw ReconcileError(.peerFailed, region: newHome, "\(path) returned invalid JSON: \(error)")
         }
     }
 }

@@ -1,5 +1,5 @@
-/// What a returning region ships to the region that took it over, for one
-/// session: every record the old home wrote after the position the new home
+/// The records a returning region ships to the region that took it over, for
+/// one session: every record the old home wrote after the position the new home
 /// already holds.
 ///
 /// A tail with `sinceSeq` 0 is the session's whole replicated state. KV-cache
@@ -11,8 +11,8 @@ public struct ReconcileTail: Sendable, Equatable {
     public var home: String
     /// The session's last stamp at the old home.
     public var lastStamp: SessionStamp
-    /// The old home's seq that the new home holds in full; the tail holds
-    /// every record stamped after it.
+    /// The old home's seq up to which the new home has every record. The tail
+    /// contains every record stamped after it.
     public var sinceSeq: UInt64
     /// Milliseconds since the Unix epoch.
     public var createdAtMilliseconds: Int64

@@ -5,8 +5,8 @@
 public struct SessionUnavailableError: Error, Sendable, Equatable, CustomStringConvertible {
     public let session: SessionID
     public let failedHome: String
-    /// The region that took the failed home over, when it cannot be reached
-    /// either (a double failure); nil when it has no copy of the session.
+    /// The region that took the failed home over, set when it cannot be
+    /// reached either (a double failure). Nil when it has no copy of the session.
     public let unreachableNewHome: String?
 
     public init(session: SessionID, failedHome: String, unreachableNewHome: String? = nil) {

@@ -37,8 +37,8 @@ public final class RegionLeaseKeeper: Sendable {
         return lease.withLock { $0.canServe(nowMilliseconds: now) }
     }
 
-    /// Counts the leases granted to this keeper: 0 before the first. A node
-    /// that sees it change checks for a takeover of its region before it
+    /// The number of leases granted to this keeper, 0 before the first. A node
+    /// that finds it changed checks for a takeover of its region before it
     /// serves on the new lease.
     public var generation: Int { grants.load(ordering: .acquiring) }
 

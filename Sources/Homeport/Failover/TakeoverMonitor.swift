@@ -1,8 +1,8 @@
 import Synchronization
 
 /// Watches the leases of the regions whose neighbour this region is, and
-/// takes one over when its lease has expired: it writes the takeover record
-/// in one transaction with the check that the lease key is gone, so it wins
+/// takes one over when its lease has expired. It writes the takeover record
+/// in one transaction with the check that the lease key is gone. So it wins
 /// only against a region that no longer holds its lease, and only one
 /// watcher wins. It also picks up records it won before a restart of its own.
 ///

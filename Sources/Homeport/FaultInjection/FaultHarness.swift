@@ -1,6 +1,6 @@
 import Foundation
 
-/// What one scenario did and which invariants it broke.
+/// The result of one scenario: its counts and the invariants it broke.
 public struct FaultOutcome: Sendable {
     public var scenario: FaultScenario
     /// Broken invariants, each a sentence naming the session and the value at fault. Empty means the run passed.
@@ -46,7 +46,7 @@ public struct FaultOutcome: Sendable {
 /// - no two regions served a session in the same epoch, and no region
 ///   served an epoch older than one already served (the old home fenced);
 /// - while the home and its neighbour are both down, nothing about their
-///   sessions is served, and the answer is 503;
+///   sessions is served, and the response is 503;
 /// - with a data directory, no session keeps `replicationGap` after reconcile.
 public struct FaultHarness {
     public static let regions = ["us-east", "us-west", "eu-west"]
@@ -66,7 +66,7 @@ public struct FaultHarness {
     }
 }
 
-/// A client's view of one session: its token and what it was told is stored.
+/// A client's view of one session: its token and the writes acknowledged to it.
 private struct ClientSession {
     var id: SessionID
     var token: String
@@ -263,8 +263,8 @@ private final class World {
         }
     }
 
-    /// One tick: every live node renews, reconciles, watches and ships; late
-    /// duplicates arrive; then the clock moves on.
+    /// Runs one tick. Every live node renews, reconciles, watches and ships,
+    /// late duplicates arrive, and then the clock moves on.
     func advance() async {
         for region in FaultHarness.regions {
             guard let node = nodes[region] else { continue }
@@ -380,7 +380,7 @@ private final class World {
         }
     }
 
-    /// Records what a response says and returns true when it acknowledged the request.
+    /// Records a response and returns true when it acknowledged the request.
     func observe(_ response: HTTPResponse?, _ session: inout ClientSession, entry: String) -> Bool {
         guard let response else {
             outcome.requestsFailed += 1
@@ -412,7 +412,7 @@ private final class World {
             outcome.violations.append("session \(session.id) was served at \(entry) while \(home) and \(neighbour) were both down")
         }
 
-        // Record which region served which epoch, from answers a home gave.
+        // Record which region served which epoch, from responses of a home.
         guard response.header(RegionNode.servedFromHeader) == nil, let servedBy = response.header(RegionNode.servedByHeader),
             body(of: response)?["replayed"]?.boolValue != true, let body = try? JSONValue.parse(response.body)
         else { return true }

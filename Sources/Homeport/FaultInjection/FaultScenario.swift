@@ -4,7 +4,7 @@
 /// manual clock.
 public struct FaultScenario: Sendable, Equatable, CustomStringConvertible {
     /// The faults the harness drives the regions through. Each happens to
-    /// the first region (the home) unless it says otherwise.
+    /// the first region (the home) unless its description names another.
     public enum Kind: String, Sendable, CaseIterable {
         /// The home crashes mid-conversation and restarts later.
         case homeCrash = "home-crash"

@@ -11,7 +11,7 @@ import Synchronization
 public final class SimulatedNetwork: InterRegionTransport {
     /// Chances of each fault, from 0 to 1, applied to every message.
     public struct Faults: Sendable, Equatable {
-        /// The request is lost before the destination sees it.
+        /// The request is lost before it reaches the destination.
         public var requestLoss = 0.0
         /// The destination acts, and its response is lost on the way back.
         public var responseLoss = 0.0
@@ -26,7 +26,7 @@ public final class SimulatedNetwork: InterRegionTransport {
         }
     }
 
-    /// What the network did, for the scenario's report.
+    /// Counts of the network's deliveries and faults, for the scenario's report.
     public struct Counters: Sendable, Equatable {
         public var delivered = 0
         public var lost = 0

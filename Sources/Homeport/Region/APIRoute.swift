@@ -24,8 +24,8 @@ enum APIRoute: Equatable {
     case session(TenantID, SessionID, SessionOperation)
     /// `POST /internal/v1/replication`: a batch from a region this node is neighbour to.
     case replicationBatch
-    /// `POST /internal/v1/reconcile/positions`: a returning region asks which
-    /// positions of its sessions this node holds after taking it over.
+    /// `POST /internal/v1/reconcile/positions`: a returning region requests the
+    /// positions of its sessions that this node has after taking it over.
     case reconcilePositions
     /// `POST /internal/v1/reconcile/tails`: a returning region ships the
     /// tails of its sessions to this node, which took it over.

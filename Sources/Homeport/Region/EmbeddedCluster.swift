@@ -13,7 +13,7 @@ public final class EmbeddedCluster: Sendable {
     public let keyRing: TokenKeyRing
     /// The linearizable store that holds the region leases, shared by all regions.
     public let linearizableStore: EmbeddedLinearizableStore?
-    /// How every node of the cluster is built.
+    /// The settings every node of the cluster is built with.
     public let assembly: RegionAssembly
     /// The current node of each region, in topology order; `restart` replaces one.
     private let current: Mutex<[RegionNode]>
@@ -96,7 +96,7 @@ public final class EmbeddedCluster: Sendable {
     /// Starts a fresh node for a crashed region, as a restarted process
     /// would come back: with every acknowledged write when the cluster has a
     /// data directory, empty otherwise. It takes a new lease and, if it was
-    /// taken over meanwhile, reconciles forward before it serves; sessions
+    /// taken over meanwhile, reconciles forward before it serves. Sessions
     /// that were taken over stay with their new home.
     public func restart(_ region: String) async throws {
         guard let index = topology.regions.firstIndex(where: { $0.name == region }) else { return }

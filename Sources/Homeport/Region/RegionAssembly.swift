@@ -21,7 +21,7 @@ public struct RegionAssembly: Sendable {
     /// Holds the leases and takeover records; required with `lease`.
     public var linearizableStore: (any LinearizableStore)?
     public var takeoverCheckInterval: Duration = .milliseconds(500)
-    /// Where each region keeps its session log (`<region>.log`); nil keeps
+    /// The directory of each region's session log (`<region>.log`). Nil keeps
     /// sessions in memory only.
     public var dataDirectory: String?
     public var fsync: FsyncPolicy = .periodic(.seconds(1))

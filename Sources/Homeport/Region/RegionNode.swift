@@ -383,7 +383,7 @@ public final class RegionNode: Sendable {
                 throw SessionUnavailableError(session: session, failedHome: token.home)
             }
             // Any copy may lack the failed home's last writes, unless the old
-            // home came back and confirmed that it holds them all.
+            // home came back and confirmed that the copy has them all.
             let confirmed = completeStandbys.withLock { $0.contains(session) }
             info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1, replicationGap: !confirmed)
             logger.info("session re-homed", ["session": session.rawValue, "from": token.home, "epoch": "\(info.epoch)"])
@@ -430,8 +430,8 @@ public final class RegionNode: Sendable {
         return home
     }
 
-    /// Answers a returning region: for each session it lists, the position
-    /// of that region's writes this node holds, from the adopted session or
+    /// Responds to a returning region with, for each session it lists, the
+    /// position of that region's writes this node has, from the adopted session or
     /// else the standby copy. Sessions this node has no copy of are left out.
     private func reconcilePositions(_ request: HTTPRequest) async throws -> HTTPResponse {
         let home = try verifyPeer(request, purpose: "reconcile request")
@@ -477,7 +477,7 @@ public final class RegionNode: Sendable {
         var merged = 0
         for tail in tails {
             let standby = standbySession(tail.session, home: home)
-            // An empty tail for a copy that holds every write needs no adoption
+            // An empty tail for a copy that has every write needs no adoption
             // now: the copy is marked complete and adopted on its next request.
             if tail.recordCount == 0, let standby, standby.appliedStamp == tail.lastStamp,
                 (try? await store.sessionInfo(tail.session)) == nil

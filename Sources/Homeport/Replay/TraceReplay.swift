@@ -116,7 +116,7 @@ public struct FailoverOutcome: Sendable {
     /// Entries the neighbour had not acknowledged when the region crashed:
     /// the most a crash without a data directory may lose.
     public var recoveryPointEntries = 0
-    /// What the returning region's reconcile-forward did, if it ran.
+    /// The outcome of the returning region's reconcile-forward, if it ran.
     public var reconcile: ReconcileReport?
 }
 

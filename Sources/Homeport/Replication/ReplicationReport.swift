@@ -5,8 +5,8 @@ import Foundation
 /// jitter) plus 10 ms.
 ///
 /// With an outage, entries written toward the failed region while it was
-/// down (and shortly around it) wait for it by design; they are left out of
-/// the lag that is held to the bound and summarised on their own.
+/// down (and shortly around it) wait for it by design. So they are left out
+/// of the lag that is held to the bound and summarised on their own.
 public struct ReplicationReport: Sendable {
     public struct Row: Sendable {
         public var region: String

@@ -31,8 +31,8 @@ struct SessionRecord: Sendable {
     /// Set when the session was adopted from a standby copy after a takeover,
     /// and cleared when reconcile-forward has brought the old home's tail.
     var replicationGap = false
-    /// For a session adopted after a takeover: the old home's position that
-    /// this record holds in full (the standby copy's, raised by each merged
+    /// For a session adopted after a takeover: the old home's position up to
+    /// which this record has every write (the standby copy's, raised by each merged
     /// reconcile tail). Nil for a session created here.
     var adoptedPosition: SessionStamp?
 
@@ -243,7 +243,7 @@ struct SessionRecord: Sendable {
     /// The rules of the design's reconcile-forward:
     /// - A turn this session lacks is inserted in stamp order, so before the
     ///   new epoch's turns, and marked `recovered`. A turn whose idempotency
-    ///   key this session knows is the same turn retried here, and is skipped.
+    ///   key this session has seen is the same turn retried here, and is skipped.
     /// - A ledger entry joins along the status order. Two different terminal
     ///   states keep this session's status and record the other in
     ///   `conflictingStatus`.

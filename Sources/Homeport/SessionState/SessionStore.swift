@@ -63,7 +63,7 @@ public protocol SessionStore: Sendable {
     /// Makes this store the home of a session taken over from a failed region,
     /// at `epoch`, built from its standby copy. Returns the existing session
     /// unchanged if it is here already. `replicationGap` is false only when
-    /// the old home has confirmed that the copy holds all its writes.
+    /// the old home has confirmed that the copy has all its writes.
     func adopt(
         _ copy: StandbySession, home: String, epoch: UInt64, replicationGap: Bool
     ) async throws(SessionStoreError) -> SessionInfo
@@ -72,7 +72,8 @@ public protocol SessionStore: Sendable {
     func sessionIDs() async throws(SessionStoreError) -> [SessionID]
 
     /// Returns, for each of `ids` adopted here after a takeover, the old
-    /// home's position this store holds in full. Sessions not here are absent.
+    /// home's position up to which this store has every write. Sessions not
+    /// here are absent.
     func adoptedPositions(_ ids: [SessionID]) async throws(SessionStoreError) -> [SessionID: SessionStamp]
 
     /// Merges an old home's reconcile tail into the session, which lives here

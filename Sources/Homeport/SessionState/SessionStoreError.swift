@@ -19,8 +19,8 @@ public struct SessionStoreError: Error, Sendable, Equatable, CustomStringConvert
         case invalidWrite = "invalid-write"
         /// 503: the session log could not record the write, so it was undone.
         case notDurable = "durable-log-failed"
-        /// 409: a reconcile tail starts after the position this store holds,
-        /// so merging it would leave a hole; the old home asks for positions again.
+        /// 409: a reconcile tail starts after the position this store has, so
+        /// merging it would leave a hole. The old home requests positions again.
         case reconcilePositionUnknown = "reconcile-position-unknown"
     }
 

@@ -7,7 +7,7 @@ public struct ForwardingError: Error, Sendable, Equatable, CustomStringConvertib
         case forwardingLoop = "forwarding-loop"
         /// 503: the home region refused the connection or sent an invalid
         /// response; the session is unavailable until it (or a region that
-        /// takes it over) answers.
+        /// takes it over) responds.
         case homeUnreachable = "home-unreachable"
         /// 504: the home region did not respond in time.
         case timedOut = "home-timed-out"

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// How one region's node calls another's: forwarding a session request to its
+/// The calls from one region's node to another's: forwarding a session request to its
 /// home, shipping replication batches and reconcile tails.
 ///
 /// The server uses `InterRegionClient` (HTTP on loopback with the latency
