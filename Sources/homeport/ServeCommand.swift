@@ -21,8 +21,8 @@ enum ServeCommand {
                              sessions from it at start; without it sessions live in memory only
           --fsync POLICY     always (fsync before every acknowledgement) or periodic (the
                              default: every write reaches the file before it is acknowledged,
-                             so a killed process loses nothing, and fsync runs with a write at
-                             least a second after the previous fsync)
+                             so a killed process loses nothing, and fsync runs every second on
+                             a thread of its own)
           --etcd HOST:PORT   an etcd member's client address (repeatable, or comma-separated):
                              the shared linearizable store for region leases and takeover
                              records. With it, a region that stops renewing its lease fences

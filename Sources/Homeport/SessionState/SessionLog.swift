@@ -6,11 +6,10 @@ public enum FsyncPolicy: Sendable, Equatable {
     /// `fsync` after every entry, before the write is acknowledged: no
     /// acknowledged write is lost even if the machine loses power.
     case always
-    /// `fsync` with a write that comes at least this long after the last
-    /// `fsync`. Every entry is still written with `write(2)` before the write
-    /// is acknowledged, so a crash of the process (even SIGKILL) loses nothing.
+    /// `fsync` every interval on a thread of the log's own, off the write
+    /// path. Every entry is still written with `write(2)` before the write is
+    /// acknowledged, so a crash of the process (even SIGKILL) loses nothing.
     /// A crash of the machine loses the writes since the last `fsync`.
-    /// NOTE: with no later write, the last writes stay unsynced until close.
     case periodic(Duration)
 }
 
@@ -34,8 +33,8 @@ public struct SessionLogError: Error, Sendable, CustomStringConvertible {
 /// file truncated to the last whole line.
 ///
 /// NOTE: the file grows without bound (compaction is not built), and
-/// `write` and `fsync` run on the calling task's thread under the session's
-/// lock, so `--fsync always` makes writes wait for the disk.
+/// `write` (with `fsync` under `.always`) runs on the calling task's thread
+/// under the session's lock, so `--fsync always` makes writes wait for the disk.
 public final class SessionLog: Sendable {
     public let path: String
     public let policy: FsyncPolicy
@@ -54,6 +53,34 @@ public final class SessionLog: Sendable {
         self.policy = policy
         self.clock = clock
         self.file = Mutex((descriptor, clock.nowMilliseconds(), nil))
+
+        if case .periodic(let interval) = policy {
+            let microseconds = UInt32(clamping: max(1, interval.wholeMilliseconds) * 1000)
+            Thread.detachNewThread { [weak self] in
+                while true {
+                    usleep(microseconds)
+                    guard let self else { return }
+                    self.synchronize()
+                }
+            }
+        }
+    }
+
+    /// Forces the file to disk outside the write lock, so appends go on
+    /// meanwhile. A failure is kept, and every later append reports it.
+    private func synchronize() {
+        let descriptor: Int32? = file.withLock { $0.failedSync == nil ? $0.descriptor : nil }
+        guard let descriptor else { return }
+        let synced = fsync(descriptor) == 0
+        let reason = synced ? nil : "fsync failed: \(String(cString: strerror(errno)))"
+        let now = clock.nowMilliseconds()
+        file.withLock { file in
+            if let reason {
+                file.failedSync = reason
+            } else {
+                file.lastSyncMilliseconds = now
+            }
+        }
     }
 
     deinit {
@@ -93,7 +120,7 @@ public final class SessionLog: Sendable {
             let due: Bool
             switch policy {
             case .always: due = true
-            case .periodic(let interval): due = now - file.lastSyncMilliseconds >= interval.wholeMilliseconds
+            case .periodic: due = false
             }
             guard due else { return nil }
             // After a failed fsync Linux may mark the lost pages clean, so a
