@@ -11,6 +11,7 @@ let usage = """
       serve           run one or more regions' nodes until interrupted
       policy check    validate a policy table and print the path each kind takes
       faults          run seeded fault-injection scenarios and check the failover invariants
+      proxy           relay TCP connections with a fixed one-way delay (for a local cluster)
       help            print this text
 
     Run `homeport <command> --help` for a command's options.
@@ -25,6 +26,8 @@ case "serve":
     exitCode = await ServeCommand.run(Array(arguments.dropFirst()))
 case "faults":
     exitCode = await FaultsCommand.run(Array(arguments.dropFirst()))
+case "proxy":
+    exitCode = await ProxyCommand.run(Array(arguments.dropFirst()))
 case "policy":
     exitCode = PolicyCommand.run(Array(arguments.dropFirst()))
 case "help", "--help", "-h":
