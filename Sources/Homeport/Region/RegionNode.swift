@@ -60,6 +60,8 @@ public final class RegionNode: Sendable {
     public let takeovers: TakeoverMonitor?
     /// The store of takeover records, read when a home cannot be reached.
     private let linearizableStore: (any LinearizableStore)?
+    /// Components that serve the API's other routes (quotas, billing, global state).
+    private let services: [any RegionService]
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.
@@ -89,8 +91,10 @@ public final class RegionNode: Sendable {
         replication: ReplicationShipper? = nil,
         leaseKeeper: RegionLeaseKeeper? = nil,
         takeovers: TakeoverMonitor? = nil,
-        linearizableStore: (any LinearizableStore)? = nil
+        linearizableStore: (any LinearizableStore)? = nil,
+        services: [any RegionService] = []
     ) {
+        self.services = services
         self.takeovers = takeovers
         self.linearizableStore = linearizableStore
         self.region = configuration.region
@@ -221,6 +225,16 @@ public final class RegionNode: Sendable {
 
         var response: HTTPResponse
         do {
+            for service in services {
+                guard let served = try await service.respond(to: request) else { continue }
+                labels = (service.kind, request.method.lowercased(), "local")
+                response = served
+                response.headers.append((Self.servedByHeader, region))
+                if response.header(Self.requestIDHeader) == nil { response.headers.append((Self.requestIDHeader, requestID)) }
+                record(labels, status: response.status, seconds: (ContinuousClock.now - started).secondsValue)
+                return response
+            }
+
             let route = try APIRoute.parse(method: request.method, path: request.path)
             switch route {
             case .health:
