@@ -100,14 +100,13 @@ private final class StatusLog: Sendable {
             try? await Task.sleep(for: .seconds(5))
             return HTTPResponse(status: 200)
         }
-        let started = ContinuousClock.now
         let response = try await HTTPClient(timeout: .seconds(10)).send(
             HTTPRequest(method: "GET", path: "/slow"), host: "127.0.0.1", port: server.port)
-        let elapsed = ContinuousClock.now - started
         await server.shutdown()
 
+        // Without the deadline the handler would answer 200 after 5 s; the
+        // 504 shows the deadline answered first, with no timing assertion.
         #expect(response.status == 504)
-        #expect(elapsed < .seconds(4))
     }
 
     @Test func encodedNULStaysEncodedInPath() async throws {

@@ -30,6 +30,10 @@ struct ReconcileForward {
     static let bytesPerRequest = 4 << 20
 
     let region: String
+    /// Sessions per positions request and at most per tails request (at
+    /// most `sessionsPerRequest`); the fault harness lowers it to split a
+    /// reconcile into several requests.
+    var sessionsPerChunk = Self.sessionsPerRequest
     let store: any SessionStore
     let peers: any InterRegionTransport
     let keyRing: TokenKeyRing
@@ -45,7 +49,7 @@ struct ReconcileForward {
 
         var start = 0
         while start < ids.count {
-            let chunk = Array(ids[start..<min(ids.count, start + Self.sessionsPerRequest)])
+            let chunk = Array(ids[start..<min(ids.count, start + sessionsPerChunk)])
             start += chunk.count
             let positions = try await fetchPositions(of: chunk, from: newHome)
             report.requests += 1
@@ -59,7 +63,7 @@ struct ReconcileForward {
                 let tail = ReconcileTail(state, sinceSeq: min(held, state.info.lastStamp.seq))
                 tails.append(tail)
                 bytes += tail.turns.reduce(256) { $0 + $1.content.utf8.count + 256 } + tail.ledger.count * 512 + tail.values.count * 512
-                if bytes >= Self.bytesPerRequest {
+                if bytes >= Self.bytesPerRequest || tails.count >= sessionsPerChunk {
                     report.recordsMerged += try await ship(tails, to: newHome)
                     report.requests += 1
                     report.sessions += tails.count

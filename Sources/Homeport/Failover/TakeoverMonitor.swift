@@ -38,6 +38,11 @@ public final class TakeoverMonitor: Sendable {
         state.withLock { $0.records[home] != nil }
     }
 
+    /// Returns the record of this region's takeover of `home`, if any.
+    public func record(of home: String) -> TakeoverRecord? {
+        state.withLock { $0.records[home] }
+    }
+
     /// Returns the takeover record that makes this region serve the token's
     /// session, or nil when the token's home still serves it.
     public func record(covering token: RoutingToken) -> TakeoverRecord? {

@@ -147,6 +147,8 @@ private final class World {
         assembly.lease = lease
         assembly.dataDirectory = dataDirectory
         assembly.fsync = .periodic(.seconds(60))
+        // Small reconcile requests, so that a crash can fall between two of them.
+        assembly.reconcileSessionsPerRequest = 2
         self.assembly = assembly
         network.setFaults(scenario.backgroundFaults)
     }
@@ -201,6 +203,7 @@ private final class World {
         }
 
         let lastTick = scenario.recoverTick + scenario.settleTicks
+        var neighbourRestartTick: Int?
         for tick in 0..<lastTick {
             if tick == scenario.faultTick { await beginFault() }
             if tick == scenario.recoverTick { await endFault() }
@@ -210,9 +213,23 @@ private final class World {
             if scenario.kind == .doubleFailure, tick == scenario.recoverTick + 10 {
                 await start(home)
             }
+            // The new home restarts right after the reconcile, before clients
+            // touch the sessions: what it merged must be in its own log, since
+            // the old home has emptied its own.
+            if scenario.durable, scenario.kind == .homeCrash || scenario.kind == .crashDuringReconcile {
+                if neighbourRestartTick == nil, nodes[home]?.completedReconciles.isEmpty == false {
+                    crash(neighbour)
+                    neighbourRestartTick = tick + 4
+                }
+                if tick == neighbourRestartTick { await start(neighbour) }
+            }
             await advance()
+            // Every sixth session (half of the home's) is idle from the fault
+            // until well after the recovery, so that some of the home's
+            // sessions are never adopted on a request.
+            let idleSessions = tick >= scenario.faultTick && tick < scenario.recoverTick + 30
             for _ in 0..<scenario.requestsPerTick {
-                await sendClientRequest()
+                await sendClientRequest(skippingIdle: idleSessions)
             }
         }
 
@@ -248,8 +265,8 @@ private final class World {
         case .homeCrash:
             await start(home)
         case .crashDuringReconcile:
-            // The home dies right after its first tails request is merged.
-            network.crash(home, afterDeliveries: 1, to: ReconcileForward.tailsPath)
+            // The home dies right after one of its tails requests is merged.
+            network.crash(home, afterDeliveries: 1 + Int(random.next() % 2), to: ReconcileForward.tailsPath)
             await start(home)
         case .storePartition:
             views[home]?.setReachable(true)
@@ -321,9 +338,10 @@ private final class World {
         return live[Int(random.next() % UInt64(live.count))]
     }
 
-    func sendClientRequest() async {
+    func sendClientRequest(skippingIdle: Bool) async {
         guard !sessions.isEmpty else { return }
         let index = Int(random.next() % UInt64(sessions.count))
+        if skippingIdle, index % 6 == 0 { return }
         var session = sessions[index]
         defer { sessions[index] = session }
         guard let entry = entryRegion(for: session) else { return }
@@ -502,6 +520,15 @@ private final class World {
                         outcome.violations.append(
                             "session \(session.id) ledger entry \(call) is \(held.rawValue), behind the acknowledged \(status.rawValue)")
                     }
+                }
+            }
+            if let values = await send("GET", path + "/values", at: session.home, token: session.token, body: nil),
+                values.status == 200, let entries = (try? JSONValue.parse(values.body))?["values"]?.arrayValue
+            {
+                let names = Set(entries.compactMap { $0["name"]?.stringValue })
+                let lost = scenario.kind == .homeCrash && !scenario.durable
+                for name in session.acknowledgedValues.sorted() where !names.contains(name) && !lost {
+                    outcome.violations.append("session \(session.id) lost acknowledged value \(name)")
                 }
             }
             sessions[index] = session

@@ -86,8 +86,10 @@ public final class SimulatedNetwork: InterRegionTransport {
 
     public var counters: Counters { state.withLock { $0.counters } }
 
-    /// Detaches `region` right after the `count`-th message sent to `path`
-    /// has been delivered: a crash in the middle of an exchange.
+    /// Detaches `region` right after the `count`-th message it sent to `path`
+    /// has been delivered: a crash in the middle of an exchange. The sender
+    /// never gets the response, so its code stops there as a crashed
+    /// process would.
     public func crash(_ region: String, afterDeliveries count: Int, to path: String) {
         state.withLock { $0.crashTrigger = CrashTrigger(region: region, path: path, remaining: count) }
     }
@@ -153,15 +155,18 @@ public final class SimulatedNetwork: InterRegionTransport {
             throw ForwardingError(.timedOut, region: destination, "the simulated network lost the request to \(destination)")
         case .deliver(let node, let loseResponse):
             let response = await node.handle(outgoing)
-            state.withLock { state in
+            let senderCrashed = state.withLock { state -> Bool in
                 state.counters.delivered += 1
-                guard var trigger = state.crashTrigger, trigger.path == request.path else { return }
+                guard var trigger = state.crashTrigger, trigger.path == request.path, trigger.region == source else { return false }
                 trigger.remaining -= 1
                 state.crashTrigger = trigger.remaining > 0 ? trigger : nil
-                if trigger.remaining == 0 {
-                    state.nodes[trigger.region] = nil
-                    state.crashed.append(trigger.region)
-                }
+                guard trigger.remaining == 0 else { return false }
+                state.nodes[trigger.region] = nil
+                state.crashed.append(trigger.region)
+                return true
+            }
+            if senderCrashed {
+                throw ForwardingError(.homeUnreachable, region: destination, "\(source) crashed after sending to \(destination)")
             }
             if loseResponse {
                 state.withLock { $0.counters.lost += 1 }

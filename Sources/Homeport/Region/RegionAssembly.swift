@@ -25,6 +25,8 @@ public struct RegionAssembly: Sendable {
     /// sessions in memory only.
     public var dataDirectory: String?
     public var fsync: FsyncPolicy = .periodic(.seconds(1))
+    /// Sessions per request of a returning region's reconcile-forward.
+    public var reconcileSessionsPerRequest = 512
 
     public init(
         topology: RegionTopology, limits: SessionStoreLimits, policy: PolicyTable = .defaultTable, keyRing: TokenKeyRing,
@@ -60,6 +62,7 @@ public struct RegionAssembly: Sendable {
         configuration.http.host = endpoint.host
         configuration.http.port = endpoint.port
         configuration.policy = policy
+        configuration.reconcileSessionsPerRequest = reconcileSessionsPerRequest
 
         var recovered: [StandbySession] = []
         var sessionLog: SessionLog?

@@ -11,6 +11,8 @@ public struct RegionNodeConfiguration: Sendable {
     /// kinds whose stale read is `invisible`, when the request sends
     /// `Homeport-Stale-Read: allow` or the row's `staleReadsAtNeighbour` is set.
     public var policy: PolicyTable = .defaultTable
+    /// Sessions per request of a reconcile-forward (1 to 512).
+    public var reconcileSessionsPerRequest = 512
 
     public init(region: String, http: HTTPServerConfiguration = HTTPServerConfiguration()) {
         self.region = region
@@ -75,9 +77,6 @@ public final class RegionNode: Sendable {
     /// Runs `reconcileIfNeeded` while the node serves.
     private let maintenance = Mutex<Task<Void, Never>?>(nil)
     private let reconcileReports = Mutex<[ReconcileReport]>([])
-    /// Sessions of a returning region whose standby copy here it confirmed
-    /// complete during its reconcile; they are adopted without a gap.
-    private let completeStandbys = Mutex<Set<SessionID>>([])
 
     public init(
         configuration: RegionNodeConfiguration,
@@ -180,7 +179,8 @@ public final class RegionNode: Sendable {
 
             if var pending = record, let stored, pending.to != region, pending.reconciledAtMilliseconds == nil {
                 logger.info("reconcile started", ["to": pending.to, "takenAt": "\(pending.takenAtMilliseconds)"])
-                let forward = ReconcileForward(region: region, store: store, peers: peers, keyRing: keyRing)
+                var forward = ReconcileForward(region: region, store: store, peers: peers, keyRing: keyRing)
+                forward.sessionsPerChunk = max(1, min(ReconcileForward.sessionsPerRequest, configuration.reconcileSessionsPerRequest))
                 let done = try await forward.run(to: pending.to)
                 pending.reconciledAtMilliseconds = clock.nowMilliseconds()
                 let result = try await linearizableStore.compareAndSwap(
@@ -277,8 +277,15 @@ public final class RegionNode: Sendable {
                         }
                         response.headers.append((Self.servedByHeader, region))
                     }
-                } else if takeovers?.record(covering: token) != nil {
-                    response = try await serveTakenOver(operation, session: session, token: token, request: request)
+                } else if let current = try await homeSession(session), current.epoch > token.epoch {
+                    // The session moved here after the token was issued (each
+                    // move raises its epoch): a takeover, or a returning
+                    // region's reconcile.
+                    response = try await serveTakenOver(
+                        operation, session: session, token: token, request: request, requestID: requestID, found: current)
+                } else if let record = takeovers?.record(covering: token) {
+                    response = try await serveTakenOver(
+                        operation, session: session, token: token, request: request, requestID: requestID, record: record)
                 } else if let standbyResponse = try standbyRead(operation, token: token, request: request) {
                     labels.path = "standby"
                     response = standbyResponse
@@ -360,7 +367,8 @@ public final class RegionNode: Sendable {
             )
         }
         if record.to == region {
-            return try await serveTakenOver(operation, session: session, token: token, request: request)
+            return try await serveTakenOver(
+                operation, session: session, token: token, request: request, requestID: requestID, record: record)
         }
         do {
             return try await forward(request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
@@ -374,32 +382,52 @@ public final class RegionNode: Sendable {
         return try await linearizableStore.get(TakeoverRecord.key(of: home)).flatMap { TakeoverRecord(bytes: $0.value) }
     }
 
-    /// Serves a session of a region this one took over. Its first request here
-    /// adopts the session from the standby copy at the next epoch. Every
-    /// response carries the session's new routing token, because the client's
-    /// token still names the old home.
+    /// Returns the session's info when this region's store holds it as its
+    /// home, or nil. A store holds a session as home only while the region
+    /// serves it: a region that was taken over empties its store when it
+    /// returns.
+    private func homeSession(_ session: SessionID) async throws -> SessionInfo? {
+        do {
+            let info = try await store.sessionInfo(session)
+            return info.home == region ? info : nil
+        } catch {
+            guard error.code == .sessionNotFound else { throw error }
+            return nil
+        }
+    }
+
+    /// Serves a session that lives here although the token names another
+    /// home: `found` when the store holds it already, or else a session of a
+    /// region this one took over (`record`), which its first request here
+    /// adopts from the standby copy at the next epoch. Every response carries
+    /// the session's new routing token, because the client's token still
+    /// names the old home.
+    ///
+    /// If this region was itself taken over after `record`, whatever it had
+    /// adopted then has moved on with its own sessions, and its standby copy
+    /// is stale: the request goes to the region that took this one over.
     private func serveTakenOver(
-        _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest
+        _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest, requestID: String,
+        found: SessionInfo? = nil, record: TakeoverRecord? = nil
     ) async throws -> HTTPResponse {
         try requireLease()
 
-        var found: SessionInfo?
-        do {
-            found = try await store.sessionInfo(session)
-        } catch {
-            guard error.code == .sessionNotFound else { throw error }
-        }
-        let info: SessionInfo
+        var info: SessionInfo
         if let found {
             info = found
+        } else if let current = try await homeSession(session) {
+            info = current
         } else {
+            if let record, let own = selfTakeover.withLock({ $0.record }), own.to != region,
+                own.takenAtMilliseconds > record.takenAtMilliseconds
+            {
+                return try await forward(request, to: own.to, requestID: requestID, session: session, followingTakeover: true)
+            }
             guard let copy = standbySession(session, home: token.home), copy.tenant == token.tenant else {
                 throw SessionUnavailableError(session: session, failedHome: token.home)
             }
-            // Any copy may lack the failed home's last writes, unless the old
-            // home came back and confirmed that the copy has them all.
-            let confirmed = completeStandbys.withLock { $0.contains(session) }
-            info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1, replicationGap: !confirmed)
+            // Any copy may lack the failed home's last writes.
+            info = try await store.adopt(copy, home: region, epoch: copy.epoch + 1, replicationGap: true)
             logger.info("session re-homed", ["session": session.rawValue, "from": token.home, "epoch": "\(info.epoch)"])
         }
         guard info.tenant == token.tenant else {
@@ -490,15 +518,10 @@ public final class RegionNode: Sendable {
 
         var merged = 0
         for tail in tails {
+            // Every session is adopted here, in the store and its log, even
+            // with an empty tail: the returning region deletes its own copy
+            // next, and a standby copy is not durable.
             let standby = standbySession(tail.session, home: home)
-            // An empty tail for a copy that has every write needs no adoption
-            // now: the copy is marked complete and adopted on its next request.
-            if tail.recordCount == 0, let standby, standby.appliedStamp == tail.lastStamp,
-                (try? await store.sessionInfo(tail.session)) == nil
-            {
-                completeStandbys.withLock { _ = $0.insert(tail.session) }
-                continue
-            }
             merged += try await store.mergeReconcileTail(tail, standby: standby, home: region)
         }
         metrics.increment(
@@ -509,9 +532,18 @@ public final class RegionNode: Sendable {
     }
 
     private func requireTakenOver(_ home: String) throws(ReconcileError) {
-        guard takeovers?.hasTakenOver(home) == true else {
+        guard let record = takeovers?.record(of: home) else {
             throw ReconcileError(
                 .notTakenOver, region: home, "\(region) has not taken over \(home); read the takeover record and ask the region it names")
+        }
+        // NOTE: a region taken over after it took `home` over has handed what
+        // it adopted to its own successor, so merging here could fork those
+        // sessions. The returning region stays fenced and retries; chains of
+        // takeovers need an operator until records can move along the chain.
+        if let own = selfTakeover.withLock({ $0.record }), own.to != region, own.takenAtMilliseconds > record.takenAtMilliseconds {
+            throw ReconcileError(
+                .notTakenOver, region: home,
+                "\(region) was itself taken over by \(own.to) after it took \(home) over, so it cannot merge \(home)'s sessions")
         }
     }
 
@@ -608,19 +640,25 @@ public final class RegionNode: Sendable {
         return token
     }
 
+    /// The most hops a request takes along takeover records, after its first
+    /// forward: a chain of takeovers of takeovers is that long at most.
+    static let maximumTakeoverHops = 3
+
     /// Forwards to `home`. A request that another region forwarded here is
-    /// forwarded again only when `followingTakeover`, and only once.
+    /// forwarded again only when `followingTakeover`, and at most
+    /// `maximumTakeoverHops` times.
     private func forward(
         _ request: HTTPRequest, to home: String, requestID: String, session: SessionID, followingTakeover: Bool = false
     ) async throws -> HTTPResponse {
-        if let origin = request.header(Self.forwardedFromHeader), !followingTakeover || request.header(Self.takeoverHopHeader) != nil {
+        let hops = request.header(Self.takeoverHopHeader).flatMap { Int($0) } ?? 0
+        if let origin = request.header(Self.forwardedFromHeader), !followingTakeover || hops >= Self.maximumTakeoverHops {
             throw ForwardingError(
                 .forwardingLoop, region: home,
-                "the request was forwarded here by \(origin.prefix(32)), but this region (\(region)) is not the home \(home); the regions disagree about the topology"
+                "the request was forwarded here by \(origin.prefix(32)) after \(hops) takeover hops, but this region (\(region)) is not the home \(home); the regions disagree about where the session lives"
             )
         }
         var headers = [(Self.forwardedFromHeader, region), (Self.requestIDHeader, requestID)]
-        if followingTakeover { headers.append((Self.takeoverHopHeader, "1")) }
+        if followingTakeover { headers.append((Self.takeoverHopHeader, "\(hops + 1)")) }
         let response = try await peers.send(request, from: region, to: home, extraHeaders: headers)
         metrics.increment(
             "homeport_forwarded_total", help: "Session requests forwarded to their home region that got a response from it.",

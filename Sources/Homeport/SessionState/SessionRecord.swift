@@ -5,7 +5,9 @@ struct SessionRecord: Sendable {
     /// The turn an idempotency key was first used for. It is kept after the
     /// turn is dropped, so that a late retry is still recognised.
     struct IdempotencyRecord: Sendable {
-        var seq: UInt64
+        /// The whole stamp: after a reconcile, recovered turns of an older
+        /// epoch share seq numbers with the new epoch's turns.
+        var stamp: SessionStamp
         var role: TurnRole
         var tokens: Int
         var contentBytes: Int
@@ -59,7 +61,7 @@ struct SessionRecord: Sendable {
         for turn in copy.turns {
             guard let key = turn.idempotencyKey else { continue }
             let record = IdempotencyRecord(
-                seq: turn.stamp.seq, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
+                stamp: turn.stamp, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
                 contentHash: Self.contentHash(turn.content) ^ Self.metadataHash(turn.metadata))
             rememberIdempotencyKey(key, record, limits: limits)
         }
@@ -98,7 +100,7 @@ struct SessionRecord: Sendable {
     ) throws(SessionStoreError) -> TurnAppendResult {
         let contentBytes = draft.content.utf8.count
         let fingerprint = IdempotencyRecord(
-            seq: 0, role: draft.role, tokens: draft.tokens, contentBytes: contentBytes,
+            stamp: SessionStamp(epoch: 0, seq: 0), role: draft.role, tokens: draft.tokens, contentBytes: contentBytes,
             contentHash: Self.contentHash(draft.content) ^ Self.metadataHash(draft.metadata))
 
         // A retry returns the turn that the key first stored.
@@ -108,12 +110,12 @@ struct SessionRecord: Sendable {
             else {
                 throw SessionStoreError(
                     .idempotencyKeyReused, session: id,
-                    "idempotency key \"\(key)\" was first used for a different turn (seq \(first.seq)); use a new key for a new turn")
+                    "idempotency key \"\(key)\" was first used for a different turn (\(first.stamp)); use a new key for a new turn")
             }
-            guard let turn = turns.first(where: { $0.stamp.seq == first.seq }) else {
+            guard let turn = turns.first(where: { $0.stamp == first.stamp }) else {
                 throw SessionStoreError(
                     .limitExceeded, session: id,
-                    "the turn first stored with idempotency key \"\(key)\" (seq \(first.seq)) was dropped by the buffer's drop-oldest limit"
+                    "the turn first stored with idempotency key \"\(key)\" (\(first.stamp)) was dropped by the buffer's drop-oldest limit"
                 )
             }
             return TurnAppendResult(turn: turn, replayed: true)
@@ -134,7 +136,7 @@ struct SessionRecord: Sendable {
 
         if let key = draft.idempotencyKey {
             var record = fingerprint
-            record.seq = turn.stamp.seq
+            record.stamp = turn.stamp
             rememberIdempotencyKey(key, record, limits: limits)
         }
         return TurnAppendResult(turn: turn, replayed: false)
@@ -270,7 +272,7 @@ struct SessionRecord: Sendable {
             for turn in recovered {
                 guard let key = turn.idempotencyKey else { continue }
                 let record = IdempotencyRecord(
-                    seq: turn.stamp.seq, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
+                    stamp: turn.stamp, role: turn.role, tokens: turn.tokens, contentBytes: turn.content.utf8.count,
                     contentHash: Self.contentHash(turn.content) ^ Self.metadataHash(turn.metadata))
                 rememberIdempotencyKey(key, record, limits: limits)
             }
