@@ -73,6 +73,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return ProblemDetails(status: 409, type: error.code.rawValue, title: "Reconcile refused", detail: error.detail)
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
+        case let error as BillingError:
+            return from(error)
         default:
             return ProblemDetails(
                 status: 500, type: "internal-error", title: "Internal error",
@@ -116,6 +118,23 @@ public struct ProblemDetails: Sendable, Equatable {
         case .reconcilePositionUnknown: (status, title) = (409, "Reconcile position unknown")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
+    }
+
+    private static func from(_ error: BillingError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        switch error.code {
+        case .invalidRecord: (status, title) = (400, "Invalid usage record")
+        case .requestConflict: (status, title) = (409, "Usage request conflict")
+        case .bufferFull: (status, title) = (503, "Usage buffer full")
+        case .storeUnavailable: (status, title) = (503, "Billing store unavailable")
+        case .contention: (status, title) = (503, "Billing contention")
+        case .storeFailed: (status, title) = (502, "Billing store failed")
+        case .totalsOverflow: (status, title) = (500, "Billing totals overflow")
+        case .logFailed: (status, title) = (500, "Usage log failed")
+        case .invalidConfiguration: (status, title) = (500, "Invalid billing configuration")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
     }
 
     private static func from(_ error: ForwardingError) -> ProblemDetails {
