@@ -253,12 +253,19 @@ struct GlobalRegisterStoreTests {
         #expect(store.unacknowledgedEntries(for: "us-west", maximumBytes: 10).map(\.name) == ["a"])
     }
 
-    @Test("region must be among the regions")
+    @Test("regions must be listed once each")
     func configuration() {
-        #expect(throws: ConfigurationError.self) {
+        let missing = #expect(throws: ConfigurationError.self) {
             try GlobalRegisterStore(
                 region: "ap-south", regions: Self.regions, clock: ManualClock(), metrics: MetricsRegistry(),
                 logger: Logger(label: "test", sink: .discarding))
         }
+        let twice = #expect(throws: ConfigurationError.self) {
+            try GlobalRegisterStore(
+                region: "us-east", regions: Self.regions + ["us-west"], clock: ManualClock(), metrics: MetricsRegistry(),
+                logger: Logger(label: "test", sink: .discarding))
+        }
+        #expect(missing?.field == "regions")
+        #expect(twice?.field == "regions")
     }
 }

@@ -111,6 +111,9 @@ public final class GlobalRegisterStore: Sendable {
         metrics: MetricsRegistry, logger: Logger
     ) throws(ConfigurationError) {
         try limits.validate()
+        guard Set(regions).count == regions.count else {
+            throw ConfigurationError(field: "regions", detail: "the regions \(regions) name a region twice")
+        }
         guard regions.contains(region) else {
             throw ConfigurationError(field: "regions", detail: "the regions \(regions) do not include this region, \(region)")
         }

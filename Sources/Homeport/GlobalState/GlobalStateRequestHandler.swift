@@ -176,7 +176,7 @@ public struct GlobalStateRequestHandler: Sendable {
             var problem = ProblemDetails(
                 status: 429, type: "rate-limited", title: "Rate limit exceeded",
                 detail:
-                    "tenant \(decision.tenant) has made \(count) of its \(setting.requestsPerWindow) requests in the \(setting.windowSeconds)-second window that started at \(window.startMilliseconds); retry after \(retryAfter) s",
+                    "tenant \(decision.tenant) has used \(count) requests of its limit of \(setting.requestsPerWindow) in the \(setting.windowSeconds)-second window that started at \(window.startMilliseconds); retry after \(retryAfter) s",
                 field: "tenant")
             problem.region = region
             return problem.response(headers: [("Retry-After", "\(retryAfter)")])
