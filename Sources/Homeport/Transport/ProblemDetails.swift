@@ -75,6 +75,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         case let error as BillingError:
             return from(error)
+        case let error as GlobalStateError:
+            return from(error)
         default:
             return ProblemDetails(
                 status: 500, type: "internal-error", title: "Internal error",
@@ -135,6 +137,22 @@ public struct ProblemDetails: Sendable, Equatable {
         case .invalidConfiguration: (status, title) = (500, "Invalid billing configuration")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
+    }
+
+    private static func from(_ error: GlobalStateError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        let field: String?
+        switch error.code {
+        case .registerNotFound: (status, title, field) = (404, "Register not found", "name")
+        case .registerLimitReached: (status, title, field) = (409, "Register limit reached", "name")
+        case .valueTooLarge: (status, title, field) = (413, "Register value too large", "value")
+        case .rateLimitNotFound: (status, title, field) = (404, "Rate limit not found", "tenant")
+        case .peerSignatureInvalid: (status, title, field) = (401, "Invalid peer signature", PeerSignature.header)
+        case .unknownPeer: (status, title, field) = (403, "Unknown peer region", RegionNode.forwardedFromHeader)
+        case .clockDrift: (status, title, field) = (422, "Clock drift", "stamp")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: field)
     }
 
     private static func from(_ error: ForwardingError) -> ProblemDetails {
