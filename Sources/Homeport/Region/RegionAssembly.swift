@@ -27,6 +27,11 @@ public struct RegionAssembly: Sendable {
     public var fsync: FsyncPolicy = .periodic(.seconds(1))
     /// Sessions per request of a returning region's reconcile-forward.
     public var reconcileSessionsPerRequest = 512
+    /// Global registers (router weights) and rate limits; nil turns them off.
+    public var globalState: GlobalStateConfiguration? = GlobalStateConfiguration()
+    /// Exactly-once billing; it runs only with a linearizable store. Its
+    /// usage log goes to `<data dir>/<region>-billing` with a data directory.
+    public var billing: BillingRecorder.Configuration? = BillingRecorder.Configuration()
 
     public init(
         topology: RegionTopology, limits: SessionStoreLimits, policy: PolicyTable = .defaultTable, keyRing: TokenKeyRing,
@@ -103,7 +108,32 @@ public struct RegionAssembly: Sendable {
         return RegionNode(
             configuration: configuration, store: store, limits: limits, keyRing: keyRing, peers: peers, metrics: metrics,
             clock: clock, logger: logger, replication: shipper, leaseKeeper: keeper, takeovers: takeovers,
-            linearizableStore: linearizableStore)
+            linearizableStore: linearizableStore, services: try makeServices(region: endpoint.name))
+    }
+
+    /// Builds the region's services beside its sessions: global state, and
+    /// billing when a linearizable store is configured.
+    private func makeServices(region: String) throws -> [any RegionService] {
+        var services: [any RegionService] = []
+        if let globalState {
+            let state = try GlobalRegionState(
+                region: region, regions: topology.regionNames, configuration: globalState, clock: clock, metrics: metrics,
+                logger: logger)
+            let node = try GlobalStateNode(
+                state: state, configuration: globalState, transport: peers, keyRing: keyRing, clock: clock, metrics: metrics,
+                logger: logger)
+            services.append(GlobalStateService(node: node))
+        }
+        if var billing, let linearizableStore {
+            if let directory = dataDirectory {
+                billing.dataDirectory = (directory as NSString).appendingPathComponent("\(region)-billing")
+                billing.fsync = fsync
+            }
+            let recorder = try BillingRecorder(
+                region: region, configuration: billing, store: linearizableStore, clock: clock, logger: logger, metrics: metrics)
+            services.append(BillingService(recorder: recorder))
+        }
+        return services
     }
 }
 
@@ -119,12 +149,18 @@ extension RegionNode {
         let port = try start()
         replication?.start()
         takeovers?.start()
+        for service in services {
+            service.start()
+        }
         return port
     }
 
     /// Stops everything `startServing` started, as a crash would stop it:
     /// nothing is drained.
     public func stopServing() async {
+        for service in services {
+            await service.stop()
+        }
         await leaseKeeper?.stop()
         await takeovers?.stop()
         await replication?.stop()

@@ -63,7 +63,7 @@ public final class RegionNode: Sendable {
     /// The store of takeover records, read when a home cannot be reached.
     private let linearizableStore: (any LinearizableStore)?
     /// Components that serve the API's other routes (quotas, billing, global state).
-    private let services: [any RegionService]
+    public let services: [any RegionService]
     /// Standby copies of the sessions of the regions this node is neighbour to, by home region.
     private let standbys: Mutex<[String: StandbyReplica]>
     /// When each home's last replication batch arrived, in milliseconds since the Unix epoch.

@@ -11,4 +11,15 @@ public protocol RegionService: Sendable {
     /// - Throws: a typed error that `ProblemDetails.from` maps to a status
     ///   (a `RequestError` for bad input naming the field).
     func respond(to request: HTTPRequest) async throws -> HTTPResponse?
+
+    /// Starts the service's background work (flushes, exchanges), if any.
+    func start()
+
+    /// Stops the background work; a graceful stop may flush first.
+    func stop() async
+}
+
+extension RegionService {
+    public func start() {}
+    public func stop() async {}
 }

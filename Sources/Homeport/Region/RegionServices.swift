@@ -1,0 +1,50 @@
+/// The eventually-global tier as a region's node serves it: global
+/// registers, rate limits, and their exchanges with the other regions.
+public struct GlobalStateService: RegionService {
+    public let node: GlobalStateNode
+
+    public init(node: GlobalStateNode) {
+        self.node = node
+    }
+
+    public var kind: String { "global_state" }
+
+    public func respond(to request: HTTPRequest) async throws -> HTTPResponse? {
+        await node.handler.respond(to: request)
+    }
+
+    public func start() {
+        node.start()
+    }
+
+    public func stop() async {
+        await node.stop()
+    }
+}
+
+/// Exactly-once billing as a region's node serves it: usage records and
+/// linearizable totals, with the periodic flush to the linearizable store.
+public struct BillingService: RegionService {
+    public let recorder: BillingRecorder
+    private let handler: BillingRequestHandler
+
+    public init(recorder: BillingRecorder) {
+        self.recorder = recorder
+        self.handler = BillingRequestHandler(recorder: recorder)
+    }
+
+    public var kind: String { "billing_counter" }
+
+    public func respond(to request: HTTPRequest) async throws -> HTTPResponse? {
+        guard let route = try BillingRequestHandler.route(method: request.method, path: request.path) else { return nil }
+        return try await handler.handle(route, request: request)
+    }
+
+    public func start() {
+        recorder.start()
+    }
+
+    public func stop() async {
+        await recorder.stop()
+    }
+}
