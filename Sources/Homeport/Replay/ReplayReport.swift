@@ -139,6 +139,12 @@ public struct ReplayReport: Sendable {
             lines.append("")
         }
 
+        if let cross = outcome.crossSession {
+            lines.append(
+                contentsOf: Self.crossSessionLines(
+                    cross, reserve: rows.first { $0.key.operation == "reserve_quota" && $0.key.path == "local" }?.summary))
+        }
+
         lines.append("Targets")
         lines.append(
             "  local session operations p99 \(Self.format(local.p99)) ms (target < \(Self.format(Self.localTargetMilliseconds)) ms): \(localTargetMet ? "met" : "missed")"
@@ -213,6 +219,55 @@ public struct ReplayReport: Sendable {
                 ])
             } ?? .null,
             "sessionsMismatched": .integer(Int64(outcome.sessionsMismatched)),
+            "crossSession": outcome.crossSession.map(Self.crossSessionJSON) ?? .null,
+        ])
+    }
+
+    /// The share of granted reservations served from a lease chunk, from 0 to 1.
+    static func chunkShare(_ cross: CrossSessionOutcome) -> Double {
+        cross.reservationsGranted == 0 ? 0 : Double(cross.reservationsFromChunk) / Double(cross.reservationsGranted)
+    }
+
+    private static func crossSessionLines(_ cross: CrossSessionOutcome, reserve: LatencySummary?) -> [String] {
+        var lines = ["Quotas, billing and router weights"]
+        lines.append(
+            "  reservations: \(cross.reservationsGranted) granted, \(cross.reservationsDenied) denied; \(format(chunkShare(cross) * 100))% served from a local lease chunk (target >= 99%)"
+        )
+        if let reserve {
+            lines.append("  local reservation latency: p50 \(format(reserve.p50)) ms, p99 \(format(reserve.p99)) ms (target < 2 ms)")
+        }
+        for (region, audit) in cross.quotaAudits.sorted(by: { $0.key < $1.key }) {
+            let overspend = audit["audit"]?["overspend"]?.integerValue ?? audit["overspend"]?.integerValue
+            lines.append(
+                "  quota audit at \(region): \(audit.serializedString().prefix(400))\(overspend.map { " (overspend \($0))" } ?? "")")
+        }
+        let billed = cross.billedTokens.map { "\($0)" } ?? "unread"
+        let match = cross.billedTokens == cross.recordedTokens ? "equal" : "NOT equal"
+        lines.append(
+            "  billing: \(billed) tokens billed in \(cross.billedRecords.map { "\($0)" } ?? "?") records; \(cross.recordedTokens) recorded and \(cross.committedTokens) committed against the quota: \(match)"
+        )
+        if let at = cross.weightChangeAtSeconds {
+            let regions = cross.weightConvergenceMilliseconds.sorted { $0.key < $1.key }.map { "\($0.key) \(format($0.value)) ms" }
+            lines.append(
+                "  router weights changed at \(format(at)) s; served by the other regions after: \(regions.joined(separator: ", "))")
+        }
+        lines.append("")
+        return lines
+    }
+
+    private static func crossSessionJSON(_ cross: CrossSessionOutcome) -> JSONValue {
+        .object([
+            "reservationsGranted": .integer(Int64(cross.reservationsGranted)),
+            "reservationsDenied": .integer(Int64(cross.reservationsDenied)),
+            "reservationsFromChunk": .integer(Int64(cross.reservationsFromChunk)),
+            "chunkShare": .number(chunkShare(cross)),
+            "committedTokens": .integer(cross.committedTokens),
+            "recordedTokens": .integer(cross.recordedTokens),
+            "billedTokens": cross.billedTokens.map { .integer($0) } ?? .null,
+            "billedRecords": cross.billedRecords.map { .integer($0) } ?? .null,
+            "quotaAudits": .object(cross.quotaAudits),
+            "weightChangeAtSeconds": cross.weightChangeAtSeconds.map { .number($0) } ?? .null,
+            "weightConvergenceMilliseconds": .object(cross.weightConvergenceMilliseconds.mapValues { .number($0) }),
         ])
     }
 

@@ -30,6 +30,13 @@ public struct ReplayConfiguration: Sendable {
     /// A region to crash part way through the replay, and when it goes down and
     /// comes back, as fractions of the replay's trace time. Nil crashes none.
     public var failure: RegionFailure?
+    /// When true, every request also reads the router weights at its entry
+    /// region, reserves its tokens against the tenant's quota before it runs
+    /// and commits the real count after, and records its usage for billing;
+    /// and the router weights change once, half way through.
+    public var crossSessionState = false
+    /// The tenant's quota for the replay, in tokens per period.
+    public var quotaLimit: Int64 = 1_000_000_000_000
 
     public init() {}
 
@@ -76,7 +83,7 @@ public enum FaultAction: Sendable, Equatable {
 
 /// A session's handle in its replay task. A response that re-homes the
 /// session replaces the token. Used by one task only.
-private final class SessionHolder {
+final class SessionHolder {
     var handle: SessionHandle?
     var rehomed = false
 }
@@ -98,6 +105,8 @@ public struct ReplayOutcome: Sendable {
     public var lostAcknowledgedTurns: Int = 0
     /// The failure injected, with its timings, if any.
     public var failover: FailoverOutcome?
+    /// Quotas, billing and router weights, when the replay used them.
+    public var crossSession: CrossSessionOutcome?
 }
 
 /// The effects of the injected region failure.
@@ -132,12 +141,12 @@ public struct FailoverOutcome: Sendable {
 /// never overlap; each starts at its compressed trace time or when the
 /// previous one ends, whichever is later.
 public final class TraceReplay: Sendable {
-    private let trace: ConversationTrace
+    let trace: ConversationTrace
     private let sessions: RebuiltSessions
-    private let regions: [String]
-    private let baseURLs: [String: String]
-    private let configuration: ReplayConfiguration
-    private let client: HomeportClient
+    let regions: [String]
+    let baseURLs: [String: String]
+    let configuration: ReplayConfiguration
+    let client: HomeportClient
     /// Crashes and restarts regions for `configuration.failure`.
     private let faultInjector: (@Sendable (FaultAction) async -> Void)?
     /// Regions the injector has taken down; clients enter elsewhere meanwhile.
@@ -199,7 +208,9 @@ public final class TraceReplay: Sendable {
         let recorder = LatencyRecorder()
         let started = ContinuousClock.now
         replayStart.withLock { $0 = started }
+        if configuration.crossSessionState { await prepareCrossSessionState(recorder: recorder) }
         let injection = Task { await self.injectFailure(startedAt: started) }
+        let weightChange = Task { await self.changeRouterWeights(startedAt: started) }
         let counters = await withTaskGroup(of: SessionCounters.self) { group in
             for session in sessions.sessions {
                 group.addTask { await self.replaySession(session, startedAt: started, recorder: recorder) }
@@ -209,6 +220,7 @@ public final class TraceReplay: Sendable {
             return total
         }
         let failureTimes = await injection.value
+        let convergence = await weightChange.value
         let wallSeconds = (ContinuousClock.now - started).secondsValue
         let check = await verifySessions(counters.handles, recorder: recorder)
 
@@ -217,6 +229,9 @@ public final class TraceReplay: Sendable {
             roamingRequests: counters.roaming, toolCallRequests: counters.toolCalls, wallSeconds: wallSeconds,
             sessionsVerified: check.verified, sessionsMismatched: check.mismatched)
         outcome.lostAcknowledgedTurns = check.lostTurns
+        if configuration.crossSessionState {
+            outcome.crossSession = await crossSessionOutcome(counters.crossSession, convergence: convergence)
+        }
         if let failure = configuration.failure, let times = failureTimes {
             outcome.failover = FailoverOutcome(
                 region: failure.region, downAtSeconds: times.down, upAtSeconds: times.up,
@@ -251,15 +266,17 @@ public final class TraceReplay: Sendable {
         return (1..<regions.count).map { regions[(index + $0) % regions.count] }.first { !down.contains($0) } ?? region
     }
 
-    private struct SessionCounters: Sendable {
+    struct SessionCounters: Sendable {
         var requests = 0
         var roaming = 0
         var toolCalls = 0
         var rehomed = 0
         /// Each replayed session's handle and the turns it should hold.
         var handles: [(SessionHandle, Int)] = []
+        var crossSession = CrossSessionCounters()
 
         mutating func add(_ other: SessionCounters) {
+            crossSession.add(other.crossSession)
             requests += other.requests
             rehomed += other.rehomed
             roaming += other.roaming
@@ -306,6 +323,13 @@ public final class TraceReplay: Sendable {
                 holder.handle = created
             }
             guard holder.handle != nil else { return counters }
+
+            var reservation: CrossSessionReservation?
+            if configuration.crossSessionState {
+                reservation = await beforeRequest(
+                    requestIndex, tokens: request.inputTokens + request.outputTokens, entry: entry, recorder: recorder, holder: holder,
+                    counters: &counters.crossSession)
+            }
 
             let allowStale = entry != home && configuration.staleReadsWhenRoaming
             _ = await call("read_tail", entry: entry, recorder: recorder, holder: holder) {
@@ -363,6 +387,12 @@ public final class TraceReplay: Sendable {
                 turnsAppended += 1
             }
 
+            if let reservation {
+                await afterRequest(
+                    reservation, used: userTokens + request.outputTokens, entry: entry, recorder: recorder, holder: holder,
+                    counters: &counters.crossSession)
+            }
+
             tokensInSession += userTokens + request.outputTokens
             counters.requests += 1
         }
@@ -374,7 +404,7 @@ public final class TraceReplay: Sendable {
 
     /// Runs one API call with retries, records its latency (of the attempt
     /// that succeeded) or its error, and returns its value.
-    private func call<Value>(
+    func call<Value>(
         _ operation: String, entry: String, recorder: LatencyRecorder, holder: SessionHolder,
         _ body: () async throws -> (ClientResponse, Value)
     ) async -> Value? {
