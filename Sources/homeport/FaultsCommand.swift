@@ -45,12 +45,12 @@ enum FaultsCommand {
             if let seed = try options.integer("seed", in: 0...Int.max) {
                 seeds = [UInt64(seed)]
             } else {
-                let first = try options.integer("first", in: 0...Int.max) ?? 1
+                let first = try options.integer("first", in: 0...(Int.max - 1_000_000)) ?? 1
                 let count = try options.integer("count", in: 1...1_000_000) ?? 1000
                 seeds = (0..<count).map { UInt64(first + $0) }
             }
         } catch {
-            printError("homeport faults: \(error)")
+            printError("homeport faults: \(error)\nRun `homeport faults --help` for the options.")
             return 2
         }
 

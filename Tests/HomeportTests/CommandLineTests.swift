@@ -138,7 +138,7 @@ import Testing
     @Test func demoRejectsFailureOutsideReplay() throws {
         let result = try Self.run(["demo", "--fail-region", "us-east", "--fail-at", "0.8", "--recover-at", "0.5"])
         #expect(result.status == 2)
-        #expect(result.error.contains("0 < down < up < 1"))
+        #expect(result.error.contains("0 < fail-at < recover-at < 1"))
     }
 
     @Test func unknownCommandIsAUsageError() throws {

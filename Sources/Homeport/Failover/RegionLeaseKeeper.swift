@@ -81,7 +81,8 @@ public final class RegionLeaseKeeper: Sendable {
 
         let isServing = canServe()
         if wasServing != isServing {
-            logger.info(isServing ? "region unfenced" : "region fenced")
+            // The node serves again only once it has checked for a takeover.
+            logger.info(isServing ? "region lease valid again" : "region fenced")
         }
     }
 

@@ -158,12 +158,12 @@ extension RegionNode {
     /// Stops everything `startServing` started, as a crash would stop it:
     /// nothing is drained.
     public func stopServing() async {
+        await replication?.stop()
+        await leaseKeeper?.stop()
+        await takeovers?.stop()
         for service in services {
             await service.stop()
         }
-        await leaseKeeper?.stop()
-        await takeovers?.stop()
-        await replication?.stop()
         await shutdown()
     }
 }

@@ -6,7 +6,7 @@
 /// `ReplicationJSON`'s decoders must accept.
 enum SessionJSON {
     static func session(_ info: SessionInfo) -> JSONValue {
-        .object([
+        var fields: [String: JSONValue] = [
             "session": .string(info.id.rawValue),
             "tenant": .string(info.tenant.rawValue),
             "home": .string(info.home),
@@ -15,7 +15,9 @@ enum SessionJSON {
             "turnCount": .integer(Int64(info.turnCount)),
             "bufferBytes": .integer(Int64(info.bufferBytes)),
             "createdAt": .integer(info.createdAtMilliseconds),
-        ])
+        ]
+        if info.replicationGap { fields["replicationGap"] = .bool(true) }
+        return .object(fields)
     }
 
     /// Renders a turn without its content or metadata, for append responses.

@@ -57,7 +57,10 @@ public struct ReplayConfiguration: Sendable {
         if let failure {
             guard 0 < failure.downAt, failure.downAt < failure.upAt, failure.upAt < 1 else {
                 throw ConfigurationError(
-                    field: "fail-at", detail: "the failure must start and end inside the replay, with 0 < down < up < 1")
+                    field: "fail-at",
+                    detail:
+                        "the failure must start and end inside the replay: --fail-at \(failure.downAt) and --recover-at \(failure.upAt) must satisfy 0 < fail-at < recover-at < 1"
+                )
             }
         }
         guard timeCompression > 0, timeCompression.isFinite else {
