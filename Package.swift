@@ -21,9 +21,16 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
+        // hiredis (Debian: libhiredis-dev) for the Redis session store. Linked
+        // by name in the module map: its pkg-config file adds a define that
+        // SwiftPM warns about on every build.
+        .systemLibrary(
+            name: "CHiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
         .target(
             name: "Homeport",
-            dependencies: ["CMicroHTTPD", "CCrypto"]
+            dependencies: ["CMicroHTTPD", "CCrypto", "CHiredis"]
         ),
         .executableTarget(
             name: "homeport",

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Homeport needs to build and test on Debian 12: the C
-# libraries it wraps (libmicrohttpd, OpenSSL's libcrypto), pkg-config, and
-# etcd (/usr/bin/etcd, 3.4), which the etcd store tests start on loopback.
+# libraries it wraps (libmicrohttpd, OpenSSL's libcrypto, hiredis),
+# pkg-config, etcd (/usr/bin/etcd, 3.4) and Redis (/usr/bin/redis-server,
+# 7.0), which the etcd and Redis store tests start on loopback.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
-packages=(pkg-config libmicrohttpd-dev libssl-dev etcd-server)
+packages=(pkg-config libmicrohttpd-dev libssl-dev libhiredis-dev etcd-server redis-server)
 
 missing=()
 for package in "${packages[@]}"; do
