@@ -338,7 +338,8 @@ struct ReplicatedHome {
             switch error.code {
             case .ledgerConflict, .limitExceeded, .idempotencyKeyReused:
                 return
-            case .sessionNotFound, .sessionExists, .entryNotFound, .staleEpoch, .invalidWrite, .notDurable, .reconcilePositionUnknown:
+            case .sessionNotFound, .sessionExists, .entryNotFound, .staleEpoch, .invalidWrite, .notDurable, .reconcilePositionUnknown,
+                .storeUnavailable:
                 throw error
             }
         }

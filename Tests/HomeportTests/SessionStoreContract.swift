@@ -201,6 +201,15 @@ enum SessionStoreContract: String, CaseIterable, Sendable {
         }
         #expect(try await store.sessionInfo(id).turnCount == 1)
         #expect(try await store.sessionInfo(id).lastStamp == stamp(1, 1))
+
+        // The message names the key and the stamp of the turn it first stored.
+        do throws(SessionStoreError) {
+            _ = try await store.appendTurn(id, variants[0], nowMilliseconds: 3)
+            Issue.record("a reused key was accepted")
+        } catch {
+            #expect(error.detail.contains("\"k1\""))
+            #expect(error.detail.contains("(1, 1)"))
+        }
     }
 
     static func concurrentAppendsNeverDuplicateAndStayOrdered(_ make: SessionStoreFactory) async throws {

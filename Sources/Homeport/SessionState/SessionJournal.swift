@@ -4,10 +4,12 @@ import Synchronization
 /// durable session log (when configured), then the neighbour's replication
 /// outbox.
 ///
-/// The store calls `record` while it holds the session's lock and before the
-/// mutation becomes visible. So the log and the outbox see each session's
-/// mutations in stamp order, and a mutation whose log write fails is undone
-/// instead of acknowledged.
+/// `MemorySessionStore` calls `record` while it holds the session's lock and
+/// before the mutation becomes visible. So the log and the outbox receive each
+/// session's mutations in stamp order, and a mutation whose log write fails is
+/// undone instead of acknowledged. `RedisSessionStore` calls it after Redis
+/// committed the mutation, on the session's own thread, so still in stamp
+/// order. It cannot undo the write, so give it a journal without a log.
 public final class SessionJournal: Sendable {
     private let log: SessionLog?
     /// The shipper, attached once after the store exists (the shipper reads

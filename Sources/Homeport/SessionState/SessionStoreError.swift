@@ -22,6 +22,10 @@ public struct SessionStoreError: Error, Sendable, Equatable, CustomStringConvert
         /// 409: a reconcile tail starts after the position this store has, so
         /// merging it would leave a hole. The old home requests positions again.
         case reconcilePositionUnknown = "reconcile-position-unknown"
+        /// 503: the store's server (Redis) could not be reached, did not reply
+        /// within its timeout or failed the command. A write may or may not
+        /// have been applied: retry it with the same idempotency key.
+        case storeUnavailable = "session-store-unavailable"
     }
 
     public let code: Code

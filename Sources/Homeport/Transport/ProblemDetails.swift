@@ -118,6 +118,7 @@ public struct ProblemDetails: Sendable, Equatable {
         case .invalidWrite: (status, title) = (400, "Invalid write")
         case .notDurable: (status, title) = (503, "Write not durable")
         case .reconcilePositionUnknown: (status, title) = (409, "Reconcile position unknown")
+        case .storeUnavailable: (status, title) = (503, "Session store unavailable")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
     }
