@@ -73,6 +73,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return ProblemDetails(status: 409, type: error.code.rawValue, title: "Reconcile refused", detail: error.detail)
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
+        case let error as QuotaError:
+            return from(error)
         default:
             return ProblemDetails(
                 status: 500, type: "internal-error", title: "Internal error",
@@ -116,6 +118,31 @@ public struct ProblemDetails: Sendable, Equatable {
         case .reconcilePositionUnknown: (status, title) = (409, "Reconcile position unknown")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail)
+    }
+
+    private static func from(_ error: QuotaError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        switch error.code {
+        case .quotaNotFound: (status, title) = (404, "Quota not found")
+        case .reservationNotFound: (status, title) = (404, "Reservation not found")
+        case .requestIDReused: (status, title) = (422, "Request id reused")
+        case .usedExceedsReserved: (status, title) = (422, "Used exceeds reserved")
+        case .reservationNotHeld: (status, title) = (409, "Reservation not held")
+        case .limitBelowUsage: (status, title) = (409, "Limit below usage")
+        case .invalidPolicy: (status, title) = (400, "Invalid value")
+        case .invalidAmount: (status, title) = (400, "Invalid value")
+        case .limitReached: (status, title) = (429, "Quota exceeded")
+        case .amountExceedsLimit: (status, title) = (422, "Amount exceeds limit")
+        case .storeUnavailable: (status, title) = (503, "Quota store unavailable")
+        case .failOpenBoundReached: (status, title) = (503, "Fail-open bound reached")
+        case .corruptRecord:
+            // The detail names store keys and fields: keep it in the log.
+            return ProblemDetails(
+                status: 500, type: error.code.rawValue, title: "Quota record unreadable",
+                detail: "the tenant's quota record in the linearizable store cannot be used; an operator must repair it")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
     }
 
     private static func from(_ error: ForwardingError) -> ProblemDetails {
