@@ -77,6 +77,8 @@ public struct ProblemDetails: Sendable, Equatable {
             return from(error)
         case let error as GlobalStateError:
             return from(error)
+        case let error as QuotaError:
+            return from(error)
         default:
             return ProblemDetails(
                 status: 500, type: "internal-error", title: "Internal error",
@@ -136,6 +138,31 @@ public struct ProblemDetails: Sendable, Equatable {
         case .totalsOverflow: (status, title) = (500, "Billing totals overflow")
         case .logFailed: (status, title) = (500, "Usage log failed")
         case .invalidConfiguration: (status, title) = (500, "Invalid billing configuration")
+        }
+        return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
+    }
+
+    private static func from(_ error: QuotaError) -> ProblemDetails {
+        let status: Int
+        let title: String
+        switch error.code {
+        case .quotaNotFound: (status, title) = (404, "Quota not found")
+        case .reservationNotFound: (status, title) = (404, "Reservation not found")
+        case .requestIDReused: (status, title) = (422, "Request id reused")
+        case .usedExceedsReserved: (status, title) = (422, "Used exceeds reserved")
+        case .reservationNotHeld: (status, title) = (409, "Reservation not held")
+        case .limitBelowUsage: (status, title) = (409, "Limit below usage")
+        case .invalidPolicy: (status, title) = (400, "Invalid value")
+        case .invalidAmount: (status, title) = (400, "Invalid value")
+        case .limitReached: (status, title) = (429, "Quota exceeded")
+        case .amountExceedsLimit: (status, title) = (422, "Amount exceeds limit")
+        case .storeUnavailable: (status, title) = (503, "Quota store unavailable")
+        case .failOpenBoundReached: (status, title) = (503, "Fail-open bound reached")
+        case .corruptRecord:
+            // The detail names store keys and fields: keep it in the log.
+            return ProblemDetails(
+                status: 500, type: error.code.rawValue, title: "Quota record unreadable",
+                detail: "the tenant's quota record in the linearizable store cannot be used; an operator must repair it")
         }
         return ProblemDetails(status: status, type: error.code.rawValue, title: title, detail: error.detail, field: error.field)
     }
