@@ -47,6 +47,10 @@ enum DemoCommand {
                                 directory, removed at the end)
           --no-data-dir         keep sessions in memory only: a crash loses what was not yet
                                 replicated, and the report states that recovery point
+          --quota-limit N       the tenant's token quota for the replay (default 200000000,
+                                about twice what the full trace uses)
+          --no-cross-session    skip the quota reservations, billing records and router-weight
+                                reads that every request makes by default
           --policy FILE         policy table (JSON); default: the built-in table
           --report PATH         where to write the JSON report (default demo-report.json)
           --log-level LEVEL     debug, info, warning or error (default warning)
@@ -58,9 +62,9 @@ enum DemoCommand {
                 arguments,
                 valued: [
                     "trace", "workload", "limit", "speed", "roaming", "tool-calls", "seed", "topology", "latency-scale", "policy", "report",
-                    "log-level", "batch-entries", "batch-delay-ms", "fail-region", "fail-at", "recover-at", "data-dir",
+                    "log-level", "batch-entries", "batch-delay-ms", "fail-region", "fail-at", "recover-at", "data-dir", "quota-limit",
                 ],
-                switches: ["help", "no-failure", "no-data-dir"])
+                switches: ["help", "no-failure", "no-data-dir", "no-cross-session"])
             if options.has("help") {
                 print(usage)
                 return 0
@@ -92,6 +96,12 @@ enum DemoCommand {
                 throw CommandLineOptions.UsageError(description: "--seed must be a non-negative whole number, got \"\(seed)\"")
             }
             configuration.seed = value
+        }
+        configuration.crossSessionState = !options.has("no-cross-session")
+        if let limit = try options.integer("quota-limit", in: 1...1_000_000_000_000_000) {
+            configuration.quotaLimit = Int64(limit)
+        } else {
+            configuration.quotaLimit = 200_000_000
         }
         if options.has("no-failure") {
             for flag in ["fail-region", "fail-at", "recover-at"] where options.string(flag) != nil {

@@ -32,6 +32,8 @@ public struct RegionAssembly: Sendable {
     /// Exactly-once billing; it runs only with a linearizable store. Its
     /// usage log goes to `<data dir>/<region>-billing` with a data directory.
     public var billing: BillingRecorder.Configuration? = BillingRecorder.Configuration()
+    /// Usage quotas with lease chunks; they run only with a linearizable store.
+    public var quotas: QuotaService.Configuration? = QuotaService.Configuration()
 
     public init(
         topology: RegionTopology, limits: SessionStoreLimits, policy: PolicyTable = .defaultTable, keyRing: TokenKeyRing,
@@ -112,7 +114,7 @@ public struct RegionAssembly: Sendable {
     }
 
     /// Builds the region's services beside its sessions: global state, and
-    /// billing when a linearizable store is configured.
+    /// billing and quotas when a linearizable store is configured.
     private func makeServices(region: String) throws -> [any RegionService] {
         var services: [any RegionService] = []
         if let globalState {
@@ -133,6 +135,11 @@ public struct RegionAssembly: Sendable {
                 region: region, configuration: billing, store: linearizableStore, clock: clock, logger: logger, metrics: metrics)
             services.append(BillingService(recorder: recorder))
         }
+        if let quotas, let linearizableStore {
+            let service = try QuotaService(
+                region: region, store: linearizableStore, clock: clock, configuration: quotas, metrics: metrics, logger: logger)
+            services.append(QuotaRegionService(service: service))
+        }
         return services
     }
 }
@@ -146,12 +153,12 @@ extension RegionNode {
         await leaseKeeper?.step()
         await reconcileIfNeeded()
         leaseKeeper?.start()
+        for service in services {
+            await service.start()
+        }
         let port = try start()
         replication?.start()
         takeovers?.start()
-        for service in services {
-            service.start()
-        }
         return port
     }
 

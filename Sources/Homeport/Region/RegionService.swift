@@ -12,14 +12,15 @@ public protocol RegionService: Sendable {
     ///   (a `RequestError` for bad input naming the field).
     func respond(to request: HTTPRequest) async throws -> HTTPResponse?
 
-    /// Starts the service's background work (flushes, exchanges), if any.
-    func start()
+    /// Starts the service's background work (flushes, exchanges, lease
+    /// renewals), if any, once it is ready to take requests.
+    func start() async
 
     /// Stops the background work; a graceful stop may flush first.
     func stop() async
 }
 
 extension RegionService {
-    public func start() {}
+    public func start() async {}
     public func stop() async {}
 }

@@ -13,7 +13,7 @@ public struct GlobalStateService: RegionService {
         await node.handler.respond(to: request)
     }
 
-    public func start() {
+    public func start() async {
         node.start()
     }
 
@@ -40,11 +40,41 @@ public struct BillingService: RegionService {
         return try await handler.handle(route, request: request)
     }
 
-    public func start() {
+    public func start() async {
         recorder.start()
     }
 
     public func stop() async {
         await recorder.stop()
+    }
+}
+
+/// Usage quotas as a region's node serves them: reservations from the
+/// region's lease chunk, with the chunk's lease renewed and its usage
+/// settled in the background.
+public struct QuotaRegionService: RegionService {
+    public let service: QuotaService
+    private let handler: QuotaRequestHandler
+
+    public init(service: QuotaService) {
+        self.service = service
+        self.handler = QuotaRequestHandler(service: service)
+    }
+
+    public var kind: String { "usage_quota" }
+
+    public func respond(to request: HTTPRequest) async throws -> HTTPResponse? {
+        guard let route = try QuotaRequestHandler.route(method: request.method, path: request.path) else { return nil }
+        return try await handler.handle(route, request: request)
+    }
+
+    /// Takes the quota lease first: a reservation before it would be denied.
+    public func start() async {
+        await service.step()
+        service.start()
+    }
+
+    public func stop() async {
+        await service.stop()
     }
 }
