@@ -132,7 +132,18 @@ func startReplicatingCluster(
 /// and returns once us-west's standby copy has all of them.
 func createReplicatedSession(in cluster: EmbeddedCluster, client: HomeportClient) async throws -> SessionHandle {
     let home = cluster.baseURL(of: "us-east")!
-    let (session, _) = try await client.createSession(at: home, tenant: "acme")
+    // A node whose lease renewals a busy test machine delayed is fenced for
+    // a moment (503); a client retries.
+    var created: SessionHandle?
+    for attempt in 1...20 where created == nil {
+        do {
+            created = try await client.createSession(at: home, tenant: "acme").0
+        } catch {
+            guard error.isRetryable, attempt < 20 else { throw error }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+    let session = created!
     for index in 0..<3 {
         _ = try await client.appendTurn(
             at: home, session, role: "user", content: "turn \(index)", tokens: 2, idempotencyKey: "k\(index)")

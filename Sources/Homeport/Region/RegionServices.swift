@@ -13,6 +13,8 @@ public struct GlobalStateService: RegionService {
         await node.handler.respond(to: request)
     }
 
+    /// Starts the loops; the first anti-entropy round runs at once, so a
+    /// restarted node learns the other regions' registers within a round trip.
     public func start() async {
         node.start()
     }

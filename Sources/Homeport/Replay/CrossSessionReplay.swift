@@ -9,6 +9,8 @@ struct CrossSessionCounters: Sendable {
     var reservationsFromChunk = 0
     var committedTokens: Int64 = 0
     var recordedTokens: Int64 = 0
+    /// Weight reads at a region that did not have them yet.
+    var routerWeightsMissing = 0
 
     mutating func add(_ other: CrossSessionCounters) {
         reservationsGranted += other.reservationsGranted
@@ -16,6 +18,7 @@ struct CrossSessionCounters: Sendable {
         reservationsFromChunk += other.reservationsFromChunk
         committedTokens += other.committedTokens
         recordedTokens += other.recordedTokens
+        routerWeightsMissing += other.routerWeightsMissing
     }
 }
 
@@ -43,6 +46,8 @@ public struct CrossSessionOutcome: Sendable {
     /// Milliseconds from the change until each other region served the new
     /// weights, by region; a region missing never served them.
     public var weightConvergenceMilliseconds: [String: Double]
+    /// Weight reads answered 404 by a region that had just restarted.
+    public var routerWeightsMissing = 0
 }
 
 extension TraceReplay {
@@ -63,6 +68,15 @@ extension TraceReplay {
         } catch {
             recorder.recordError("prepare_cross_session", message: "\(error)")
         }
+
+        // Start once every region serves the weights, as a deployment would.
+        for region in regions {
+            for _ in 0..<500 {
+                let read = try? await client.send("GET", baseURL: baseURLs[region]!, path: Self.routerWeightsPath, token: nil, body: nil)
+                if read != nil { break }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
     }
 
     /// Reads the router weights at the entry region and reserves the
@@ -73,8 +87,20 @@ extension TraceReplay {
         counters: inout CrossSessionCounters
     ) async -> CrossSessionReservation? {
         let baseURL = baseURLs[entry]!
-        _ = await call("read_router_weights", entry: entry, recorder: recorder, holder: holder) {
-            (try await self.client.send("GET", baseURL: baseURL, path: Self.routerWeightsPath, token: nil, body: nil), ())
+        // A region that has just restarted may not have the weights yet (404):
+        // a router then keeps its defaults, so that is not an error.
+        let started = ContinuousClock.now
+        do {
+            let response = try await client.send("GET", baseURL: baseURL, path: Self.routerWeightsPath, token: nil, body: nil)
+            recorder.record(
+                "read_router_weights", entry: entry, servedBy: response.servedBy ?? entry,
+                milliseconds: (ContinuousClock.now - started).secondsValue * 1000)
+        } catch {
+            if case .problem(404, _, _) = error {
+                counters.routerWeightsMissing += 1
+            } else {
+                recorder.recordError("read_router_weights", message: error.description)
+            }
         }
 
         let requestID = "r\(requestIndex)"
@@ -150,8 +176,10 @@ extension TraceReplay {
         else { return nil }
         let changed = ContinuousClock.now
 
+        // Poll for up to a minute, so that a region that is down at the
+        // change is measured once it is back.
         var converged: [String: Double] = [:]
-        for _ in 0..<2000 {
+        while ContinuousClock.now - changed < .seconds(60) {
             for region in regions where region != writer && converged[region] == nil {
                 let read = try? await client.send("GET", baseURL: baseURLs[region]!, path: Self.routerWeightsPath, token: nil, body: nil)
                 if read?.body["value"] == weights {
@@ -159,7 +187,7 @@ extension TraceReplay {
                 }
             }
             if converged.count == regions.count - 1 { break }
-            try? await Task.sleep(for: .milliseconds(2))
+            try? await Task.sleep(for: .milliseconds(5))
         }
         return ((changed - startedAt).secondsValue, converged)
     }
@@ -173,6 +201,7 @@ extension TraceReplay {
             reservationsFromChunk: counters.reservationsFromChunk, committedTokens: counters.committedTokens,
             recordedTokens: counters.recordedTokens, billedTokens: nil, billedRecords: nil, quotaAudits: [:],
             weightChangeAtSeconds: convergence?.atSeconds, weightConvergenceMilliseconds: convergence?.milliseconds ?? [:])
+        outcome.routerWeightsMissing = counters.routerWeightsMissing
 
         // Each region flushes its own records before it reads the totals.
         for region in regions {

@@ -105,6 +105,9 @@ public struct ReplicationOutbox: Sendable {
         /// For a snapshot, the enqueue time of the oldest entry it replaced.
         var enqueuedAtMilliseconds: Int64
         var state: EntryState
+        /// Background work (a reconcile's adoptions): cut into batches only
+        /// after the ready client writes, so bulk catch-up never delays them.
+        var background = false
     }
 
     /// The outbox's bookkeeping for a session while it has pending entries.
@@ -175,9 +178,9 @@ public struct ReplicationOutbox: Sendable {
     ///
     /// An entry at or below the session's pending snapshot is dropped, since
     /// the snapshot contains it. A snapshot entry is passed to `coalesce`.
-    public mutating func enqueue(_ entry: ReplicationEntry, nowMilliseconds: Int64) -> Action? {
+    public mutating func enqueue(_ entry: ReplicationEntry, nowMilliseconds: Int64, background: Bool = false) -> Action? {
         if entry.isSnapshot {
-            coalesce(entry, nowMilliseconds: nowMilliseconds)
+            coalesce(entry, nowMilliseconds: nowMilliseconds, background: background)
             return nil
         }
 
@@ -190,7 +193,7 @@ public struct ReplicationOutbox: Sendable {
             return nil
         }
 
-        queue.append(PendingEntry(entry: entry, enqueuedAtMilliseconds: nowMilliseconds, state: .ready))
+        queue.append(PendingEntry(entry: entry, enqueuedAtMilliseconds: nowMilliseconds, state: .ready, background: background))
         progress.pendingCount += 1
         sessions[entry.session] = progress
 
@@ -210,25 +213,28 @@ public struct ReplicationOutbox: Sendable {
     /// `batchFailed` for it. A batch with neither is never resent, so the
     /// shell must treat a timeout as a failure.
     public mutating func nextBatch(nowMilliseconds: Int64) -> ReplicationBatch? {
+        // Client writes first, then background entries, each in queue order.
         var readyIndices: [Int] = []
         var bytes = 0
         var full = false
-        for index in queue.indices where queue[index].state == .ready {
-            let size = queue[index].entry.approximateBytes
-            if !readyIndices.isEmpty, bytes + size > configuration.maximumBatchBytes {
-                full = true
-                break
-            }
-            readyIndices.append(index)
-            bytes += size
-            if readyIndices.count == configuration.maximumBatchEntries || bytes >= configuration.maximumBatchBytes {
-                full = true
-                break
+        for background in [false, true] where !full {
+            for index in queue.indices where queue[index].state == .ready && queue[index].background == background {
+                let size = queue[index].entry.approximateBytes
+                if !readyIndices.isEmpty, bytes + size > configuration.maximumBatchBytes {
+                    full = true
+                    break
+                }
+                readyIndices.append(index)
+                bytes += size
+                if readyIndices.count == configuration.maximumBatchEntries || bytes >= configuration.maximumBatchBytes {
+                    full = true
+                    break
+                }
             }
         }
-        guard let oldestIndex = readyIndices.first else { return nil }
+        guard let oldest = readyIndices.map({ queue[$0].enqueuedAtMilliseconds }).min() else { return nil }
 
-        let oldestAge = nowMilliseconds - queue[oldestIndex].enqueuedAtMilliseconds
+        let oldestAge = nowMilliseconds - oldest
         guard full || oldestAge >= configuration.maximumBatchDelayMilliseconds else { return nil }
 
         let id = ReplicationBatch.ID(nextBatchNumber)
@@ -306,7 +312,7 @@ public struct ReplicationOutbox: Sendable {
     /// A snapshot at or below a snapshot the session already has pending is
     /// dropped. The entry must be a snapshot; anything else is a programming
     /// error and traps.
-    public mutating func coalesce(_ snapshot: ReplicationEntry, nowMilliseconds: Int64) {
+    public mutating func coalesce(_ snapshot: ReplicationEntry, nowMilliseconds: Int64, background: Bool = false) {
         precondition(snapshot.isSnapshot, "coalesce takes a snapshot entry, not a \(snapshot.payload.kind) entry")
         let session = snapshot.session
         requestedSnapshots.remove(session)
@@ -318,7 +324,7 @@ public struct ReplicationOutbox: Sendable {
 
         let placeIndex = queue.firstIndex { $0.entry.session == session }
         let enqueuedAt = placeIndex.map { queue[$0].enqueuedAtMilliseconds } ?? nowMilliseconds
-        let pending = PendingEntry(entry: snapshot, enqueuedAtMilliseconds: enqueuedAt, state: .ready)
+        let pending = PendingEntry(entry: snapshot, enqueuedAtMilliseconds: enqueuedAt, state: .ready, background: background)
 
         var rebuilt: [PendingEntry] = []
         rebuilt.reserveCapacity(queue.count + 1)

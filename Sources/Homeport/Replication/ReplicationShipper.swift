@@ -97,14 +97,16 @@ public final class ReplicationShipper: Sendable {
     }
 
     /// Adds a mutation the home has stored. It takes one short lock and cannot
-    /// fail: past the outbox's bound it requests a snapshot instead.
-    public func enqueue(_ entry: ReplicationEntry) {
+    /// fail: past the outbox's bound it requests a snapshot instead. With
+    /// `measuresLag` false the entry gives no lag sample (background work,
+    /// not a client write).
+    public func enqueue(_ entry: ReplicationEntry, measuresLag: Bool = true) {
         let now = clock.nowMilliseconds()
         let (action, wakeUp) = state.withLock { state in
-            let action = state.outbox.enqueue(entry, nowMilliseconds: now)
+            let action = state.outbox.enqueue(entry, nowMilliseconds: now, background: !measuresLag)
             // Past the outbox's bound, entries are coalesced into snapshots and
             // their enqueue times are not kept, so they give no lag sample.
-            if state.enqueuedAtCount < state.outbox.configuration.maximumPendingEntries {
+            if measuresLag, state.enqueuedAtCount < state.outbox.configuration.maximumPendingEntries {
                 state.enqueuedAt[entry.session, default: []].append((entry.seq, now))
                 state.enqueuedAtCount += 1
             }

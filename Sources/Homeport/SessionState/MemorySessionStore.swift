@@ -217,7 +217,7 @@ public final class MemorySessionStore: SessionStore {
             let changed = record.merge(tail, limits: limits)
             if changed > 0 || added {
                 do throws(SessionLogError) {
-                    try journal?.record(record.snapshotEntry)
+                    try journal?.record(record.snapshotEntry, measuresLag: false)
                 } catch {
                     return .failure(
                         SessionStoreError(

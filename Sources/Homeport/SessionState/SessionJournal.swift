@@ -14,14 +14,16 @@ public final class SessionJournal: Sendable {
     private let log: SessionLog?
     /// The shipper, attached once after the store exists (the shipper reads
     /// snapshots from the store, so it is built after it).
-    private let replication = Mutex<ReplicationShipper?>(nil)
+    /// Held weakly: the shipper holds the store, which holds this journal,
+    /// and the node holds the shipper.
+    private let replication = Mutex<WeakShipper>(WeakShipper())
 
     public init(log: SessionLog?) {
         self.log = log
     }
 
     public func attach(_ shipper: ReplicationShipper) {
-        replication.withLock { $0 = shipper }
+        replication.withLock { $0.shipper = shipper }
     }
 
     /// Empties the durable log, for a store that has handed all its sessions
@@ -30,10 +32,18 @@ public final class SessionJournal: Sendable {
         try log?.reset()
     }
 
-    /// Logs the entry, then queues it for the neighbour.
+    /// Logs the entry, then queues it for the neighbour. `measuresLag` false
+    /// keeps background work (a reconcile's adoptions) out of the lag samples,
+    /// which measure client writes.
     /// - Throws: `SessionLogError` when the log write fails; nothing is queued then.
-    func record(_ entry: ReplicationEntry) throws(SessionLogError) {
+    func record(_ entry: ReplicationEntry, measuresLag: Bool = true) throws(SessionLogError) {
         try log?.append(entry)
-        replication.withLock { $0 }?.enqueue(entry)
+        replication.withLock { $0.shipper }?.enqueue(entry, measuresLag: measuresLag)
     }
+}
+
+/// A weak reference to the shipper a journal feeds.
+struct WeakShipper: @unchecked Sendable {
+    // @unchecked: only read and written under the journal's mutex.
+    weak var shipper: ReplicationShipper?
 }

@@ -6,7 +6,7 @@ public enum FsyncPolicy: Sendable, Equatable {
     /// `fsync` after every entry, before the write is acknowledged: no
     /// acknowledged write is lost even if the machine loses power.
     case always
-    /// `fsync` every interval on a thread of the log's own, off the write
+    /// `fsync` every interval on a timer of the log's own, off the write
     /// path. Every entry is still written with `write(2)` before the write is
     /// acknowledged, so a crash of the process (even SIGKILL) loses nothing.
     /// A crash of the machine loses the writes since the last `fsync`.
@@ -42,6 +42,11 @@ public final class SessionLog: Sendable {
     /// serialised so lines never interleave.
     private let file: Mutex<(descriptor: Int32, lastSyncMilliseconds: Int64, failedSync: String?)>
     private let clock: any WallClock
+    /// Runs `synchronize` every interval under the periodic policy.
+    /// Set once in init and only scheduled, resumed and cancelled, which
+    /// dispatch sources allow from any thread.
+    /// Nil unless the policy is periodic.
+    nonisolated(unsafe) private let syncTimer: (any DispatchSourceTimer)?
 
     /// Opens (creating if needed) the log at `path` for appending.
     public init(path: String, policy: FsyncPolicy, clock: any WallClock = SystemClock()) throws(SessionLogError) {
@@ -53,16 +58,20 @@ public final class SessionLog: Sendable {
         self.policy = policy
         self.clock = clock
         self.file = Mutex((descriptor, clock.nowMilliseconds(), nil))
+        if case .periodic = policy {
+            self.syncTimer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        } else {
+            self.syncTimer = nil
+        }
 
         if case .periodic(let interval) = policy {
-            let microseconds = UInt32(clamping: max(1, interval.wholeMilliseconds) * 1000)
-            Thread.detachNewThread { [weak self] in
-                while true {
-                    usleep(microseconds)
-                    guard let self else { return }
-                    self.synchronize()
-                }
-            }
+            // A timer on a shared queue, not a thread per log: a process may
+            // open many logs (the fault harness opens hundreds).
+            let milliseconds = Int(max(1, interval.wholeMilliseconds))
+            guard let syncTimer else { return }
+            syncTimer.schedule(deadline: .now() + .milliseconds(milliseconds), repeating: .milliseconds(milliseconds))
+            syncTimer.setEventHandler { [weak self] in self?.synchronize() }
+            syncTimer.resume()
         }
     }
 
@@ -84,6 +93,7 @@ public final class SessionLog: Sendable {
     }
 
     deinit {
+        syncTimer?.cancel()
         file.withLock { file in
             fsync(file.descriptor)
             close(file.descriptor)

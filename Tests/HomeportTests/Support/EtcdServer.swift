@@ -141,8 +141,14 @@ final class EtcdServer: Sendable {
     /// Suspends the process with SIGSTOP. The kernel still accepts
     /// connections to its ports, but no response comes.
     func pause() {
-        process.withLock { process in
-            if let process { kill(process.processIdentifier, SIGSTOP) }
+        guard let pid = process.withLock({ $0?.processIdentifier }) else { return }
+        kill(pid, SIGSTOP)
+        // SIGSTOP is delivered asynchronously: wait until the kernel reports
+        // the process stopped, or a request sent next may still be served.
+        for _ in 0..<200 {
+            let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+            if let state = stat.split(separator: ")").last?.split(separator: " ").first, state == "T" { return }
+            usleep(5000)
         }
     }
 
