@@ -37,8 +37,7 @@ import Testing
         _ = try await client.writeLedgerEntry(at: home, session, callID: "c1", status: "requested", name: "search")
         _ = try await client.writeLedgerEntry(at: home, session, callID: "c1", status: "succeeded", result: .string("found"))
         _ = try await client.putValue(at: home, session, name: "mode", value: .string("fast"))
-        await cluster.crash("us-east")
-        await cluster.node("us-west")!.takeovers!.takenOver("us-east")
+        try await crashAndAwaitTakeover("us-east", by: "us-west", in: cluster)
 
         // The new home misses the tail. A client that lost the response to
         // "turn 4" retries it there, and the call ends differently there.

@@ -21,8 +21,7 @@ import Testing
 
         let session = try await createReplicatedSession(in: cluster, client: client)
 
-        await cluster.crash("us-east")
-        await cluster.node("us-west")!.takeovers!.takenOver("us-east")
+        try await crashAndAwaitTakeover("us-east", by: "us-west", in: cluster)
 
         // The old token still names us-east; eu-west finds the takeover record
         // and the new home re-homes the session at the next epoch.

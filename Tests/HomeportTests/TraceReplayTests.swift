@@ -128,6 +128,20 @@ func startReplicatingCluster(
     return cluster
 }
 
+/// Crashes `region` and returns once `successor` has taken it over after the
+/// crash. An earlier takeover record (a busy machine can delay lease renewals
+/// long enough for one) does not count.
+func crashAndAwaitTakeover(_ region: String, by successor: String, in cluster: EmbeddedCluster) async throws {
+    let crashedAt = SystemClock().nowMilliseconds()
+    await cluster.crash(region)
+    let monitor = try #require(cluster.node(successor)?.takeovers)
+    for _ in 0..<600 {
+        if let record = monitor.record(of: region), record.takenAtMilliseconds >= crashedAt { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("\(successor) did not take \(region) over within 30 s of the crash")
+}
+
 /// Creates a session at us-east with turns "turn 0" to "turn 2" (keys k0 to k2)
 /// and returns once us-west's standby copy has all of them.
 func createReplicatedSession(in cluster: EmbeddedCluster, client: HomeportClient) async throws -> SessionHandle {

@@ -58,7 +58,7 @@ struct ReconcileForward {
             var bytes = 0
             for id in chunk {
                 let state = try await store.replicatedState(id)
-                // A position from an older epoch tells nothing about this epoch's records.
+                // A position from an older epoch covers none of this epoch's records.
                 let held = positions[id].flatMap { $0.epoch == state.info.lastStamp.epoch ? $0.seq : nil } ?? 0
                 let tail = ReconcileTail(state, sinceSeq: min(held, state.info.lastStamp.seq))
                 tails.append(tail)

@@ -41,7 +41,7 @@ public struct QuotaError: Error, Sendable, Equatable, CustomStringConvertible {
     public let code: Code
     /// The body field or path parameter at fault, when one is.
     public let field: String?
-    /// What failed, on which value, and what to do next.
+    /// The failure, the value at fault, and what to do next.
     public let detail: String
 
     public init(_ code: Code, field: String? = nil, _ detail: String) {

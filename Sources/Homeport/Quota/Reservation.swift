@@ -1,4 +1,4 @@
-/// Where a granted reservation's tokens came from.
+/// The source of a granted reservation's tokens.
 public enum ReservationSource: String, Sendable, Equatable {
     /// The region's local lease chunk, with no store round trip in the call.
     case chunk
@@ -9,7 +9,7 @@ public enum ReservationSource: String, Sendable, Equatable {
     case failOpen
 }
 
-/// Why a reservation was denied. Each reason has the `QuotaError` code that
+/// The reason a reservation was denied. Each reason has the `QuotaError` code that
 /// `ProblemDetails` maps to the HTTP status.
 public enum DenialReason: String, Sendable, Equatable, CaseIterable {
     /// The period's budget that this region could obtain is spent: the tenant

@@ -12,7 +12,7 @@ final class StoreGate: Sendable {
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    /// Whether a task holds the gate, and the tasks waiting, first in line first.
+    /// Whether a task has the gate, and the tasks waiting, first in line first.
     private let state = Mutex(State())
 
     /// Waits until the gate is free and takes it.
@@ -37,7 +37,7 @@ final class StoreGate: Sendable {
         }
     }
 
-    /// Takes the gate if it is free, without waiting. Returns false when another task holds it.
+    /// Takes the gate if it is free, without waiting. Returns false when another task has it.
     func tryEnter() -> Bool {
         state.withLock { state in
             guard !state.isHeld else { return false }

@@ -382,10 +382,10 @@ public final class RegionNode: Sendable {
         return try await linearizableStore.get(TakeoverRecord.key(of: home)).flatMap { TakeoverRecord(bytes: $0.value) }
     }
 
-    /// Returns the session's info when this region's store holds it as its
-    /// home, or nil. A store holds a session as home only while the region
-    /// serves it: a region that was taken over empties its store when it
-    /// returns.
+    /// Returns the session's info when this region's store has it as its
+    /// home, or nil. A store has a session as home only while the region
+    /// serves it, because a region that was taken over empties its store
+    /// when it returns.
     private func homeSession(_ session: SessionID) async throws -> SessionInfo? {
         do {
             let info = try await store.sessionInfo(session)
@@ -397,7 +397,7 @@ public final class RegionNode: Sendable {
     }
 
     /// Serves a session that lives here although the token names another
-    /// home: `found` when the store holds it already, or else a session of a
+    /// home: `found` when the store has it already, or else a session of a
     /// region this one took over (`record`), which its first request here
     /// adopts from the standby copy at the next epoch. Every response carries
     /// the session's new routing token, because the client's token still
@@ -640,8 +640,8 @@ public final class RegionNode: Sendable {
         return token
     }
 
-    /// The most hops a request takes along takeover records, after its first
-    /// forward: a chain of takeovers of takeovers is that long at most.
+    /// The maximum number of hops a request takes along takeover records
+    /// after its first forward, which is the longest chain of takeovers served.
     static let maximumTakeoverHops = 3
 
     /// Forwards to `home`. A request that another region forwarded here is

@@ -1,6 +1,6 @@
 import Foundation
 
-/// What one replayed session did with the cross-session tiers.
+/// Counts of one replayed session's use of the cross-session tiers.
 struct CrossSessionCounters: Sendable {
     var reservationsGranted = 0
     var reservationsDenied = 0
@@ -46,7 +46,7 @@ public struct CrossSessionOutcome: Sendable {
     /// Milliseconds from the change until each other region served the new
     /// weights, by region; a region missing never served them.
     public var weightConvergenceMilliseconds: [String: Double]
-    /// Weight reads answered 404 by a region that had just restarted.
+    /// Weight reads that returned 404 at a region that had just restarted.
     public var routerWeightsMissing = 0
 }
 

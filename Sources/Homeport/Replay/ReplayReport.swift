@@ -223,7 +223,7 @@ public struct ReplayReport: Sendable {
         ])
     }
 
-    /// The share of granted reservations served from a lease chunk, from 0 to 1.
+    /// Returns the share of granted reservations served from a lease chunk, from 0 to 1.
     static func chunkShare(_ cross: CrossSessionOutcome) -> Double {
         cross.reservationsGranted == 0 ? 0 : Double(cross.reservationsFromChunk) / Double(cross.reservationsGranted)
     }

@@ -31,9 +31,9 @@ public struct ReplayConfiguration: Sendable {
     /// comes back, as fractions of the replay's trace time. Nil crashes none.
     public var failure: RegionFailure?
     /// When true, every request also reads the router weights at its entry
-    /// region, reserves its tokens against the tenant's quota before it runs
-    /// and commits the real count after, and records its usage for billing;
-    /// and the router weights change once, half way through.
+    /// region and reserves its tokens against the tenant's quota before it
+    /// runs. After it runs, it commits the real count and records its usage
+    /// for billing. The router weights change once, half way through.
     public var crossSessionState = false
     /// The tenant's quota for the replay, in tokens per period.
     public var quotaLimit: Int64 = 1_000_000_000_000

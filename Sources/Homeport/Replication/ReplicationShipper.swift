@@ -174,9 +174,9 @@ public final class ReplicationShipper: Sendable {
     }
 
     /// Sends every batch that is due now, one after another, and returns once
-    /// each has been acknowledged or has failed. For a caller that drives time
-    /// itself instead of running the loop, as the fault-injection harness
-    /// does; a failure backs off exactly as in the loop.
+    /// each has been acknowledged or has failed. It serves a caller that drives
+    /// time itself instead of running the loop, as the fault-injection harness
+    /// does. A failure backs off exactly as in the loop.
     public func shipDueBatches() async {
         let now = clock.nowMilliseconds()
         let batches = state.withLock { state -> [ReplicationBatch] in

@@ -14,8 +14,8 @@ public final class SessionJournal: Sendable {
     private let log: SessionLog?
     /// The shipper, attached once after the store exists (the shipper reads
     /// snapshots from the store, so it is built after it).
-    /// Held weakly: the shipper holds the store, which holds this journal,
-    /// and the node holds the shipper.
+    /// A weak reference, because the shipper references the store, which
+    /// references this journal. The node keeps the shipper alive.
     private let replication = Mutex<WeakShipper>(WeakShipper())
 
     public init(log: SessionLog?) {

@@ -70,7 +70,7 @@ public struct ProblemDetails: Sendable, Equatable {
         case let error as SessionUnavailableError:
             return ProblemDetails(status: 503, type: "session-unavailable", title: "Session unavailable", detail: error.description)
         case let error as ReconcileError:
-            return ProblemDetails(status: 409, type: error.code.rawValue, title: "Reconcile refused", detail: error.detail)
+            return ProblemDetails(status: 409, type: error.code.rawValue, title: "Reconcile rejected", detail: error.detail)
         case let error as RegionFencedError:
             return ProblemDetails(status: 503, type: "region-fenced", title: "Region fenced", detail: error.description)
         case let error as BillingError:

@@ -82,7 +82,7 @@ enum LinearizabilityVerdict: Equatable {
 /// (linearized set, model state) it has already seen.
 ///
 /// The search is exponential in the worst case, so it stops after
-/// `maximumSteps` and says `unknown`. Keep histories small and split them
+/// `maximumSteps` and returns `unknown`. Keep histories small and split them
 /// by independent keys (such as tenants) before checking.
 struct LinearizabilityChecker<Model: SequentialModel> {
     var maximumSteps = 2_000_000
