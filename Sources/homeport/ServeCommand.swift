@@ -28,6 +28,10 @@ enum ServeCommand {
                              records. With it, a region that stops renewing its lease fences
                              itself, its neighbour takes its sessions over, and it reconciles
                              forward when it returns; without it nothing takes over
+          --redis HOST:PORT  keep home sessions in this Redis server (6.2 or newer) instead of
+                             memory; each region's keys start with homeport:<region>. Run Redis
+                             with appendonly yes so that its data survives a restart of Redis
+                             itself; --data-dir then holds only the billing usage log
           --lease-ttl-ms N   the region lease's TTL in milliseconds (default 5000, at least
                              2000 as etcd grants whole seconds of at least 2)
           --log-level LEVEL  debug, info, warning or error (default info)
@@ -36,7 +40,9 @@ enum ServeCommand {
     static func run(_ arguments: [String]) async -> Int32 {
         do {
             let options = try CommandLineOptions(
-                arguments, valued: ["topology", "region", "policy", "keys", "log-level", "data-dir", "fsync", "etcd", "lease-ttl-ms"],
+                arguments, valued: [
+                    "topology", "region", "policy", "keys", "log-level", "data-dir", "fsync", "etcd", "redis", "lease-ttl-ms",
+                ],
                 switches: ["help"])
             if options.has("help") {
                 print(usage)
@@ -76,6 +82,7 @@ enum ServeCommand {
             throw CommandLineOptions.UsageError(
                 description: "the policy table has errors:\n" + errors.map(\.description).joined(separator: "\n"))
         }
+        try policy.checkServable()
         let limits = try SessionStoreLimits(policy: policy)
 
         let keyRing: TokenKeyRing
@@ -109,6 +116,10 @@ enum ServeCommand {
             metrics: MetricsRegistry(), peers: peers)
         assembly.dataDirectory = dataDirectory
         assembly.fsync = fsyncPolicy
+        if let address = options.string("redis") {
+            let (host, port) = try hostAndPort(address, option: "redis", example: "127.0.0.1:6379")
+            assembly.sessionBackend = .redis(RedisSessionStore.Configuration(host: host, port: Int(port)))
+        }
         if let store = try linearizableStore(options, logger: logger) {
             // Regions in separate processes share leases and takeover records through etcd.
             assembly.linearizableStore = store
@@ -147,6 +158,9 @@ enum ServeCommand {
                 }
             }
         }
+        for node in nodes {
+            node.store.shutdown()
+        }
         return 0
     }
 
@@ -156,13 +170,19 @@ enum ServeCommand {
         guard !addresses.isEmpty else { return nil }
         var endpoints: [EtcdLinearizableStore.Endpoint] = []
         for address in addresses {
-            let parts = address.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 2, let port = UInt16(parts[1]), port > 0 else {
-                throw CommandLineOptions.UsageError(description: "--etcd \(address) is not HOST:PORT, such as 127.0.0.1:2379")
-            }
-            endpoints.append(EtcdLinearizableStore.Endpoint(host: String(parts[0]), port: port))
+            let (host, port) = try hostAndPort(address, option: "etcd", example: "127.0.0.1:2379")
+            endpoints.append(EtcdLinearizableStore.Endpoint(host: host, port: port))
         }
         return try EtcdLinearizableStore(configuration: EtcdLinearizableStore.Configuration(endpoints: endpoints), logger: logger)
+    }
+
+    /// Splits `HOST:PORT`, the value of `--option`.
+    private static func hostAndPort(_ address: String, option: String, example: String) throws -> (String, UInt16) {
+        let parts = address.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let port = UInt16(parts[1]), port > 0 else {
+            throw CommandLineOptions.UsageError(description: "--\(option) \(address) is not HOST:PORT, such as \(example)")
+        }
+        return (String(parts[0]), port)
     }
 
     /// Builds the region lease from `--lease-ttl-ms`: renewed every 30% of the

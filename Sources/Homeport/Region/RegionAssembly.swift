@@ -34,6 +34,23 @@ public struct RegionAssembly: Sendable {
     public var billing: BillingRecorder.Configuration? = BillingRecorder.Configuration()
     /// Usage quotas with lease chunks; they run only with a linearizable store.
     public var quotas: QuotaService.Configuration? = QuotaService.Configuration()
+    /// Where sessions live when the policy places them at a home region.
+    public var sessionBackend: SessionBackend = .memory
+    /// Delays every call a region makes to the linearizable store by the
+    /// consensus latency this model gives for the region; nil adds none.
+    public var consensusLatency: ConsensusLatencyModel?
+
+    /// The store a region keeps its home sessions in.
+    public enum SessionBackend: Sendable, Equatable {
+        /// In process memory, with the session log in `dataDirectory` when
+        /// one is set.
+        case memory
+        /// In a Redis server. Each region's keys start with the
+        /// configuration's prefix followed by `:<region>`, so regions can
+        /// share a server; the session log is not used, because Redis's
+        /// append-only file is the log.
+        case redis(RedisSessionStore.Configuration)
+    }
 
     public init(
         topology: RegionTopology, limits: SessionStoreLimits, policy: PolicyTable = .defaultTable, keyRing: TokenKeyRing,
@@ -71,21 +88,31 @@ public struct RegionAssembly: Sendable {
         configuration.policy = policy
         configuration.reconcileSessionsPerRequest = reconcileSessionsPerRequest
 
-        var recovered: [StandbySession] = []
-        var sessionLog: SessionLog?
-        if let path = logPath(of: endpoint.name) {
-            let entries = try SessionLog.recover(path: path)
-            recovered = try SessionLog.rebuildSessions(from: entries, region: endpoint.name, limits: limits)
-            logger.info(
-                "session log recovered", ["region": endpoint.name, "entries": "\(entries.count)", "sessions": "\(recovered.count)"])
-            sessionLog = try SessionLog(path: path, policy: fsync, clock: clock)
+        let placement = try SessionPlacement(policy: policy)
+        configuration.sessionPlacement = placement
+        let linearizableStore = regionalLinearizableStore(of: endpoint.name)
+        let journal: SessionJournal
+        let store: any SessionStore
+        switch placement {
+        case .consensus:
+            guard let linearizableStore else {
+                throw ConfigurationError(
+                    field: "policy.conversation_buffer.consistency",
+                    detail: "the session kinds are linearizable, which needs a linearizable store; configure etcd or the embedded store")
+            }
+            journal = SessionJournal(log: nil)
+            _ = linearizableStore
+            throw ConfigurationError(
+                field: "policy.conversation_buffer.consistency",
+                detail: "sessions behind consensus are not built yet; keep the session kinds session-local")
+        case .homeRegion:
+            (store, journal) = try makeHomeStore(region: endpoint.name)
         }
-        let journal = SessionJournal(log: sessionLog)
-        let store = MemorySessionStore(limits: limits, journal: journal)
-        store.restore(recovered)
 
         var shipper: ReplicationShipper?
-        if let replication, let neighbour = topology.neighbour(of: endpoint.name) {
+        // With sessions behind consensus, every region reads the shared
+        // store: nothing to replicate, fence or take over.
+        if placement == .homeRegion, let replication, let neighbour = topology.neighbour(of: endpoint.name) {
             let created = try ReplicationShipper(
                 region: endpoint.name, neighbour: neighbour, configuration: replication, peers: peers, store: store,
                 keyRing: keyRing, clock: clock, metrics: metrics, logger: logger)
@@ -95,7 +122,7 @@ public struct RegionAssembly: Sendable {
 
         var keeper: RegionLeaseKeeper?
         var takeovers: TakeoverMonitor?
-        if let lease, let linearizableStore {
+        if placement == .homeRegion, let lease, let linearizableStore {
             keeper = try RegionLeaseKeeper(
                 region: endpoint.name, configuration: lease, store: linearizableStore, clock: clock, logger: logger)
             // A region takes over the regions whose standby copies it holds.
@@ -113,9 +140,47 @@ public struct RegionAssembly: Sendable {
             linearizableStore: linearizableStore, services: try makeServices(region: endpoint.name))
     }
 
+    /// Builds the store of a region's home sessions and the journal that
+    /// feeds its replication. A memory store with a data directory first
+    /// rebuilds the sessions from the region's log.
+    private func makeHomeStore(region: String) throws -> (store: any SessionStore, journal: SessionJournal) {
+        switch sessionBackend {
+        case .memory:
+            var recovered: [StandbySession] = []
+            var sessionLog: SessionLog?
+            if let path = logPath(of: region) {
+                let entries = try SessionLog.recover(path: path)
+                recovered = try SessionLog.rebuildSessions(from: entries, region: region, limits: limits)
+                logger.info(
+                    "session log recovered", ["region": region, "entries": "\(entries.count)", "sessions": "\(recovered.count)"])
+                sessionLog = try SessionLog(path: path, policy: fsync, clock: clock)
+            }
+            let journal = SessionJournal(log: sessionLog)
+            let store = MemorySessionStore(limits: limits, journal: journal)
+            store.restore(recovered)
+            return (store, journal)
+
+        case .redis(var redis):
+            redis.keyPrefix += ":\(region)"
+            let journal = SessionJournal(log: nil)
+            let store = try RedisSessionStore(
+                configuration: redis, limits: limits, journal: journal, logger: logger.with(["region": region]))
+            return (store, journal)
+        }
+    }
+
+    /// Returns the linearizable store as `region` sees it: behind the
+    /// modelled consensus latency when one is configured.
+    private func regionalLinearizableStore(of region: String) -> (any LinearizableStore)? {
+        guard let linearizableStore else { return nil }
+        guard let consensusLatency else { return linearizableStore }
+        return ModelledLatencyStore(base: linearizableStore, region: region, model: consensusLatency, clock: clock)
+    }
+
     /// Builds the region's services beside its sessions: global state, and
     /// billing and quotas when a linearizable store is configured.
     private func makeServices(region: String) throws -> [any RegionService] {
+        let linearizableStore = regionalLinearizableStore(of: region)
         var services: [any RegionService] = []
         if let globalState {
             let state = try GlobalRegionState(
@@ -172,5 +237,6 @@ extension RegionNode {
             await service.stop()
         }
         await shutdown()
+        store.shutdown()
     }
 }

@@ -13,6 +13,9 @@ public struct RegionNodeConfiguration: Sendable {
     public var policy: PolicyTable = .defaultTable
     /// Sessions per request of a reconcile-forward (1 to 512).
     public var reconcileSessionsPerRequest = 512
+    /// With `.consensus` the store is shared by every region, so the node
+    /// serves every session itself and never forwards one.
+    public var sessionPlacement: SessionPlacement = .homeRegion
 
     public init(region: String, http: HTTPServerConfiguration = HTTPServerConfiguration()) {
         self.region = region
@@ -261,7 +264,9 @@ public final class RegionNode: Sendable {
             case .session(let tenant, let session, let operation):
                 labels = (operation.kind, operation.name, "local")
                 let token = try verifyToken(request, tenant: tenant, session: session)
-                if token.home == region {
+                if configuration.sessionPlacement == .consensus {
+                    response = await serveLocally(operation, session: session, token: token, request: request, requestID: requestID)
+                } else if token.home == region {
                     if let record = selfTakeover.withLock({ $0.record }), record.covers(token) {
                         // This region came back after a takeover: the session now
                         // lives at the region that took it over.
@@ -269,13 +274,7 @@ public final class RegionNode: Sendable {
                         response = try await forward(
                             request, to: record.to, requestID: requestID, session: session, followingTakeover: true)
                     } else {
-                        do {
-                            try requireLease()
-                            response = try await sessions.handle(operation, session: session, token: token, request: request)
-                        } catch {
-                            response = problemResponse(for: error, request: request, requestID: requestID)
-                        }
-                        response.headers.append((Self.servedByHeader, region))
+                        response = await serveLocally(operation, session: session, token: token, request: request, requestID: requestID)
                     }
                 } else if let current = try await homeSession(session), current.epoch > token.epoch {
                     // The session moved here after the token was issued (each
@@ -307,6 +306,22 @@ public final class RegionNode: Sendable {
     }
 
     // MARK: Steps
+
+    /// Serves a session request from this region's store, under the region's
+    /// lease when it holds one.
+    private func serveLocally(
+        _ operation: SessionOperation, session: SessionID, token: RoutingToken, request: HTTPRequest, requestID: String
+    ) async -> HTTPResponse {
+        var response: HTTPResponse
+        do {
+            try requireLease()
+            response = try await sessions.handle(operation, session: session, token: token, request: request)
+        } catch {
+            response = problemResponse(for: error, request: request, requestID: requestID)
+        }
+        response.headers.append((Self.servedByHeader, region))
+        return response
+    }
 
     private func createSession(tenant: TenantID, request: HTTPRequest) async throws -> HTTPResponse {
         guard request.query.isEmpty else {

@@ -98,6 +98,15 @@ public protocol SessionStore: Sendable {
     func replicatedState(
         _ id: SessionID
     ) async throws(SessionStoreError) -> (info: SessionInfo, turns: [Turn], ledger: [LedgerEntry], values: [SessionValue])
+
+    /// Releases the store's threads and connections once its node has
+    /// stopped; later operations fail with `storeUnavailable`. Stores that
+    /// hold none keep the default, which does nothing.
+    func shutdown()
+}
+
+extension SessionStore {
+    public func shutdown() {}
 }
 
 /// Size limits of the session store, per session unless named otherwise.
