@@ -40,7 +40,8 @@ enum ServeCommand {
     static func run(_ arguments: [String]) async -> Int32 {
         do {
             let options = try CommandLineOptions(
-                arguments, valued: [
+                arguments,
+                valued: [
                     "topology", "region", "policy", "keys", "log-level", "data-dir", "fsync", "etcd", "redis", "lease-ttl-ms",
                 ],
                 switches: ["help"])

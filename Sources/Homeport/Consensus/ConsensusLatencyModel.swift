@@ -41,8 +41,7 @@ public struct ConsensusLatencyModel: Sendable, Equatable {
 
     /// Returns one operation's latency from `region` with the matrix's jitter
     /// applied to each crossing.
-    public func sampleDelay<Generator: RandomNumberGenerator>(from region: String, using generator: inout Generator) -> Duration
-    {
+    public func sampleDelay<Generator: RandomNumberGenerator>(from region: String, using generator: inout Generator) -> Duration {
         let jitter = latency.jitterFraction
         let nominal = delay(from: region)
         guard nominal > .zero, jitter > 0 else { return nominal }
