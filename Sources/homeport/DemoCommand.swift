@@ -247,7 +247,7 @@ enum DemoCommand {
         return (path, true)
     }
 
-    private static func loadWorkload(_ options: CommandLineOptions, seed: UInt64) throws -> (ConversationTrace, String) {
+    static func loadWorkload(_ options: CommandLineOptions, seed: UInt64) throws -> (ConversationTrace, String) {
         let limit = try options.integer("limit", in: 1...10_000_000)
         switch options.string("workload") ?? "trace" {
         case "synthetic":
@@ -278,7 +278,7 @@ enum DemoCommand {
         }
     }
 
-    private static func describe(_ latency: LatencyMatrix) -> String {
+    static func describe(_ latency: LatencyMatrix) -> String {
         let pairs = latency.oneWay.sorted { ($0.key.first, $0.key.second) < ($1.key.first, $1.key.second) }
         let text = pairs.map { "\($0.key.first)-\($0.key.second) \($0.value.wholeMilliseconds) ms" }.joined(separator: ", ")
         return (text.isEmpty ? "none" : text) + ", jitter ±\(Int(latency.jitterFraction * 100))%"

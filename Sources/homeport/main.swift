@@ -10,7 +10,9 @@ let usage = """
       demo            run three regions in this process and replay the Mooncake trace through them
       serve           run one or more regions' nodes until interrupted
       policy check    validate a policy table and print the path each kind takes
+      bench           compare the default design with every session behind consensus
       faults          run seeded fault-injection scenarios and check the failover invariants
+      load            drive one node's session API with N connections and report ops/s
       proxy           relay TCP connections with a fixed one-way delay (for a local cluster)
       help            print this text
 
@@ -24,8 +26,12 @@ case "demo":
     exitCode = await DemoCommand.run(Array(arguments.dropFirst()))
 case "serve":
     exitCode = await ServeCommand.run(Array(arguments.dropFirst()))
+case "bench":
+    exitCode = await BenchCommand.run(Array(arguments.dropFirst()))
 case "faults":
     exitCode = await FaultsCommand.run(Array(arguments.dropFirst()))
+case "load":
+    exitCode = await LoadCommand.run(Array(arguments.dropFirst()))
 case "proxy":
     exitCode = await ProxyCommand.run(Array(arguments.dropFirst()))
 case "policy":

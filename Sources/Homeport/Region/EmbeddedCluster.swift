@@ -28,6 +28,9 @@ public final class EmbeddedCluster: Sendable {
     /// - Parameter dataDirectory: where each region keeps its session log, so
     ///   that `restart` brings back every acknowledged write; nil keeps
     ///   sessions in memory only.
+    /// - Parameter policy: where sessions live (see `SessionPlacement`).
+    /// - Parameter consensusLatency: the modelled latency each region pays
+    ///   for a call to the linearizable store; nil adds none.
     /// - Throws: `ConfigurationError` when the replication or lease settings
     ///   are invalid, `SessionLogError` when a log cannot be opened.
     public init(
@@ -41,15 +44,21 @@ public final class EmbeddedCluster: Sendable {
         lease: RegionLease.Configuration? = RegionLease.Configuration(),
         takeoverCheckInterval: Duration = .milliseconds(500),
         dataDirectory: String? = nil,
-        fsync: FsyncPolicy = .periodic(.seconds(1))
+        fsync: FsyncPolicy = .periodic(.seconds(1)),
+        policy: PolicyTable = .defaultTable,
+        consensusLatency: ConsensusLatencyModel? = nil
     ) throws {
         self.topology = topology
         self.keyRing = keyRing
         self.metrics = MetricsRegistry()
         self.peers = InterRegionClient(topology: topology, clock: clock)
-        self.linearizableStore = lease.map { _ in EmbeddedLinearizableStore(clock: clock, logger: logger) }
+        // Sessions behind consensus need the store even without leases.
+        let needsStore = lease != nil || (try? SessionPlacement(policy: policy)) == .consensus
+        self.linearizableStore = needsStore ? EmbeddedLinearizableStore(clock: clock, logger: logger) : nil
         var assembly = RegionAssembly(
-            topology: topology, limits: limits, keyRing: keyRing, clock: clock, logger: logger, metrics: metrics, peers: peers)
+            topology: topology, limits: limits, policy: policy, keyRing: keyRing, clock: clock, logger: logger, metrics: metrics,
+            peers: peers)
+        assembly.consensusLatency = consensusLatency
         assembly.http = http
         assembly.replication = replication
         assembly.lease = lease

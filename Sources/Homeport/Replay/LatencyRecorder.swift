@@ -17,6 +17,9 @@ public struct OperationKey: Hashable, Sendable, Comparable {
 public final class LatencyRecorder: Sendable {
     private struct State {
         var samples: [OperationKey: [Double]] = [:]
+        /// The same samples by where the request entered: `home-entry` at
+        /// the region that created the session, `roaming-entry` elsewhere.
+        var samplesByEntry: [OperationKey: [Double]] = [:]
         /// Forwarded samples by (entry region, home region), for the per-pair bound.
         var forwardedByPair: [RegionPair: [Double]] = [:]
         /// Entries the home had reported beyond a standby answer's copy.
@@ -33,8 +36,13 @@ public final class LatencyRecorder: Sendable {
 
     public init() {}
 
-    /// Records one successful call; `milliseconds` is the client-observed latency.
-    public func record(_ operation: String, entry: String, servedBy: String, fromStandby: Bool = false, milliseconds: Double) {
+    /// Records one successful call; `milliseconds` is the client-observed
+    /// latency. `homeEntry` tells whether the request entered at the region
+    /// that created the session.
+    public func record(
+        _ operation: String, entry: String, servedBy: String, fromStandby: Bool = false, homeEntry: Bool = true,
+        milliseconds: Double
+    ) {
         let path: String
         if fromStandby {
             path = "standby"
@@ -43,6 +51,8 @@ public final class LatencyRecorder: Sendable {
         }
         state.withLock { state in
             state.samples[OperationKey(operation: operation, path: path), default: []].append(milliseconds)
+            let entryPath = homeEntry ? "home-entry" : "roaming-entry"
+            state.samplesByEntry[OperationKey(operation: operation, path: entryPath), default: []].append(milliseconds)
             if path == "forwarded" {
                 state.forwardedByPair[RegionPair(entry, servedBy), default: []].append(milliseconds)
             }
@@ -91,6 +101,8 @@ public final class LatencyRecorder: Sendable {
     }
 
     public var samples: [OperationKey: [Double]] { state.withLock { $0.samples } }
+    /// Samples keyed by operation and entry path (`home-entry` or `roaming-entry`).
+    public var samplesByEntry: [OperationKey: [Double]] { state.withLock { $0.samplesByEntry } }
     public var forwardedByPair: [RegionPair: [Double]] { state.withLock { $0.forwardedByPair } }
     public var errors: [String: Int] { state.withLock { $0.errors } }
     public var retries: Int { state.withLock { $0.retries } }
@@ -103,6 +115,7 @@ public struct LatencySummary: Sendable, Equatable {
     public var p50: Double
     public var p95: Double
     public var p99: Double
+    public var p999: Double
     public var maximum: Double
 
     public init(_ samples: [Double]) {
@@ -111,6 +124,7 @@ public struct LatencySummary: Sendable, Equatable {
         p50 = Self.percentile(sorted, 0.50)
         p95 = Self.percentile(sorted, 0.95)
         p99 = Self.percentile(sorted, 0.99)
+        p999 = Self.percentile(sorted, 0.999)
         maximum = sorted.last ?? 0
     }
 
@@ -127,6 +141,7 @@ public struct LatencySummary: Sendable, Equatable {
             "p50Milliseconds": .number(p50),
             "p95Milliseconds": .number(p95),
             "p99Milliseconds": .number(p99),
+            "p999Milliseconds": .number(p999),
             "maxMilliseconds": .number(maximum),
         ])
     }

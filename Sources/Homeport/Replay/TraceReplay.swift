@@ -87,8 +87,14 @@ public enum FaultAction: Sendable, Equatable {
 /// A session's handle in its replay task. A response that re-homes the
 /// session replaces the token. Used by one task only.
 final class SessionHolder {
+    /// The region where the session's first request entered, which created it.
+    let firstEntry: String
     var handle: SessionHandle?
     var rehomed = false
+
+    init(firstEntry: String) {
+        self.firstEntry = firstEntry
+    }
 }
 
 /// The result of a replay: the samples, and the end-of-run check of every session.
@@ -293,7 +299,7 @@ public final class TraceReplay: Sendable {
     {
         var counters = SessionCounters()
         let home = entryRegion(ofSession: session.id)
-        let holder = SessionHolder()
+        let holder = SessionHolder(firstEntry: home)
         var tokensInSession = 0
         var turnsAppended = 0
 
@@ -420,7 +426,7 @@ public final class TraceReplay: Sendable {
                 let milliseconds = (ContinuousClock.now - started).secondsValue * 1000
                 recorder.record(
                     operation, entry: entry, servedBy: response.servedBy ?? entry, fromStandby: response.servedFromStandby,
-                    milliseconds: milliseconds)
+                    homeEntry: entry == holder.firstEntry, milliseconds: milliseconds)
 
                 // A response that re-homed the session carries its new token.
                 if let token = response.routeToken, var handle = holder.handle, token != handle.token {
