@@ -48,6 +48,7 @@ enum PolicyCommand {
 
         // A valid table can still ask for more than this build runs.
         do {
+            try table.checkServable()
             _ = try SessionStoreLimits(policy: table)
         } catch {
             printError("error: this build cannot serve the table: \(error.detail)")
@@ -57,13 +58,12 @@ enum PolicyCommand {
     }
 }
 
-/// The part of the table's paths that this build runs.
-// NOTE: drop the second sentence as the eventually-global and the
-// linearizable tier land.
+/// What this build runs of the table's paths.
 let buildScopeNote = """
-    This build serves the session-local kinds from the home region's store, forwards to it, and
-    replicates them lazily to the neighbour. The eventually-global kinds and the quota and billing
-    kinds are validated and shown above as the path each will take, but are not running yet.
+    This build serves the session-local kinds from the home region's store (memory or Redis),
+    forwards other regions' requests to it and replicates them lazily to the neighbour; set all
+    four to linearizable to keep them in the linearizable store instead. Router weights and rate
+    limits run only as eventually-global, quotas and billing only as linearizable.
     """
 
 func printError(_ message: String) {
