@@ -532,5 +532,21 @@ import Testing
         #expect(
             EtcdGatewayJSON.compare(.value("k", equals: [0xFF]))
                 == .object(["key": .string("aw=="), "target": .string("VALUE"), "result": .string("EQUAL"), "value": .string("/w==")]))
+        #expect(
+            EtcdGatewayJSON.compare(.versionLess("k", than: 3))
+                == .object(["key": .string("aw=="), "target": .string("VERSION"), "result": .string("LESS"), "version": .string("3")]))
+    }
+
+    @Test func rangeOperationSetsStartLimitAndOrder() {
+        #expect(
+            EtcdGatewayJSON.operation(.range(KeyRange(prefix: "foo")))
+                == .object(["request_range": .object(["key": .string("Zm9v"), "range_end": .string("Zm9w")])]))
+        #expect(
+            EtcdGatewayJSON.rangeRequest(KeyRange(prefix: "foo", start: "foo1", limit: 2, descending: true))
+                == .object([
+                    "key": .string("Zm9vMQ=="), "range_end": .string("Zm9w"), "limit": .string("2"), "sort_order": .string("DESCEND"),
+                    "sort_target": .string("KEY"),
+                ]))
+        #expect(EtcdGatewayJSON.rangeRequest(KeyRange(prefix: "")) == .object(["key": .string("AA=="), "range_end": .string("AA==")]))
     }
 }

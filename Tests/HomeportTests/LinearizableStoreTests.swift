@@ -38,6 +38,8 @@ enum LinearizableStoreContract: String, CaseIterable, Sendable {
     case transactionRunsSuccessBranch
     case transactionRunsFailureBranch
     case comparesOnPresentAndAbsentKeys
+    case versionLessCapsPutCount
+    case transactionRangeReadsInterval
     case duplicateWritesInBranchRejected
     case missingLeaseLeavesStoreUnchanged
     case leaseKeysVanishAfterTTL
@@ -67,6 +69,8 @@ enum LinearizableStoreContract: String, CaseIterable, Sendable {
         case .transactionRunsSuccessBranch: try await Self.transactionRunsSuccessBranch(fixture)
         case .transactionRunsFailureBranch: try await Self.transactionRunsFailureBranch(fixture)
         case .comparesOnPresentAndAbsentKeys: try await Self.comparesOnPresentAndAbsentKeys(fixture)
+        case .versionLessCapsPutCount: try await Self.versionLessCapsPutCount(fixture)
+        case .transactionRangeReadsInterval: try await Self.transactionRangeReadsInterval(fixture)
         case .duplicateWritesInBranchRejected: try await Self.duplicateWritesInBranchRejected(fixture)
         case .missingLeaseLeavesStoreUnchanged: try await Self.missingLeaseLeavesStoreUnchanged(fixture)
         case .leaseKeysVanishAfterTTL: try await Self.leaseKeysVanishAfterTTL(fixture)
@@ -92,7 +96,8 @@ enum LinearizableStoreContract: String, CaseIterable, Sendable {
         case .revisionGrowsByOnePerWrite, .getOfAbsentKeyReturnsNil, .putAndGetRoundTrip, .deleteRemovesKey,
             .rangeReturnsPrefixInByteOrder, .compareAndSwapCreateHasOneWinner, .compareAndSwapUpdateHasOneWinner,
             .staleCompareAndSwapReturnsCurrent, .createOnExistingKeyFails, .transactionRunsSuccessBranch,
-            .transactionRunsFailureBranch, .comparesOnPresentAndAbsentKeys, .duplicateWritesInBranchRejected,
+            .transactionRunsFailureBranch, .comparesOnPresentAndAbsentKeys, .versionLessCapsPutCount, .transactionRangeReadsInterval,
+            .duplicateWritesInBranchRejected,
             .missingLeaseLeavesStoreUnchanged, .revokeDeletesAttachedKeys, .putMovesKeyBetweenLeases,
             .oversizedKeyAndValueRejected, .invalidArgumentsRejected:
             return false
@@ -403,6 +408,77 @@ enum LinearizableStoreContract: String, CaseIterable, Sendable {
         // Compares are a conjunction: one false compare fails the transaction.
         let mixed = try await store.transaction(compares: [.exists(present), .exists(absent)], success: [], failure: [])
         #expect(!mixed.succeeded)
+    }
+
+    static func versionLessCapsPutCount(_ fixture: LinearizableStoreFixture) async throws {
+        let store = fixture.store
+        let (counter, marker) = (fixture.key("counter"), fixture.key("marker"))
+
+        // An absent key has version 0, so it is below any positive bound.
+        #expect(try await store.transaction(compares: [.versionLess(counter, than: 1)], success: [], failure: []).succeeded)
+        #expect(!(try await store.transaction(compares: [.versionLess(counter, than: 0)], success: [], failure: []).succeeded))
+
+        // Each successful transaction puts the counter once, so three puts fit under a bound of 3.
+        var outcomes: [Bool] = []
+        for index in 0..<5 {
+            let result = try await store.transaction(
+                compares: [.versionLess(counter, than: 3)], success: [.put(counter, value: bytes("\(index)"))],
+                failure: [.put(marker, value: bytes("\(index)"))])
+            outcomes.append(result.succeeded)
+        }
+        #expect(outcomes == [true, true, true, false, false])
+        #expect(try await store.get(counter)?.version == 3)
+        #expect(try await store.get(marker)?.value == bytes("4"))
+    }
+
+    static func transactionRangeReadsInterval(_ fixture: LinearizableStoreFixture) async throws {
+        let store = fixture.store
+        for name in ["r/a", "r/b", "r/c", "r/d", "rx", "s/a"] {
+            _ = try await store.put(fixture.key(name), value: bytes(name))
+        }
+        let prefix = fixture.key("r/")
+
+        func names(_ range: KeyRange) async throws -> [String] {
+            let result = try await store.transaction(compares: [], success: [.range(range)], failure: [])
+            guard case .range(let keyValues)? = result.results.first else {
+                Issue.record("a range operation returned \(result.results)")
+                return []
+            }
+            return keyValues.map { String(decoding: $0.value, as: UTF8.self) }
+        }
+
+        #expect(try await names(KeyRange(prefix: prefix)) == ["r/a", "r/b", "r/c", "r/d"])
+        #expect(try await names(KeyRange(prefix: prefix, start: fixture.key("r/b"))) == ["r/b", "r/c", "r/d"])
+        #expect(try await names(KeyRange(prefix: prefix, start: fixture.key("r/bb"))) == ["r/c", "r/d"])
+        #expect(try await names(KeyRange(prefix: prefix, limit: 2)) == ["r/a", "r/b"])
+        #expect(try await names(KeyRange(prefix: prefix, limit: 2, descending: true)) == ["r/d", "r/c"])
+        #expect(try await names(KeyRange(prefix: prefix, start: fixture.key("r/c"), descending: true)) == ["r/d", "r/c"])
+        #expect(try await names(KeyRange(prefix: prefix, limit: 10, descending: true)) == ["r/d", "r/c", "r/b", "r/a"])
+        #expect(try await names(KeyRange(prefix: fixture.key("none/"))).isEmpty)
+        #expect(try await names(KeyRange(prefix: prefix, start: fixture.key("r/z"))).isEmpty)
+
+        // A range sees the writes before it in its branch, at one revision with the compares.
+        let mixed = try await store.transaction(
+            compares: [.exists(fixture.key("r/a"))],
+            success: [.delete(fixture.key("r/a")), .put(fixture.key("r/e"), value: bytes("r/e")), .range(KeyRange(prefix: prefix))],
+            failure: [])
+        #expect(mixed.succeeded)
+        guard case .range(let keyValues)? = mixed.results.last else {
+            Issue.record("the range's result is missing: \(mixed.results)")
+            return
+        }
+        #expect(keyValues.map(\.key) == ["r/b", "r/c", "r/d", "r/e"].map(fixture.key))
+        #expect(keyValues.last?.modRevision == mixed.revision)
+
+        // A start outside the prefix and a limit below 1 are invalid, and change nothing.
+        let revision = try await store.currentRevision()
+        for range in [KeyRange(prefix: prefix, start: fixture.key("s/a")), KeyRange(prefix: prefix, limit: 0)] {
+            let error = await #expect(throws: LinearizableStoreError.self) {
+                try await store.transaction(compares: [], success: [.put(fixture.key("r/f"), value: [1]), .range(range)], failure: [])
+            }
+            #expect(error?.code == .invalidArgument, "\(range)")
+        }
+        #expect(try await store.currentRevision() == revision)
     }
 
     static func duplicateWritesInBranchRejected(_ fixture: LinearizableStoreFixture) async throws {

@@ -289,6 +289,33 @@ private struct State {
         return result
     }
 
+    /// Returns the keys of `range` in the order it asks for.
+    func range(_ range: KeyRange) -> [KeyValue] {
+        let prefix = Array(range.prefix.utf8)
+        let first = insertionIndex(of: range.start.map { Array($0.utf8) } ?? prefix)
+        // The end of the prefix is the first key after it; a prefix of only
+        // 0xFF bytes (or none) runs to the last key.
+        let afterPrefix = EtcdGatewayJSON.rangeEnd(ofPrefix: prefix)
+        let end = prefix.isEmpty || afterPrefix == [0] ? sortedKeys.count : insertionIndex(of: afterPrefix)
+        let limit = range.limit ?? Int.max
+
+        var result: [KeyValue] = []
+        if range.descending {
+            var index = end - 1
+            while index >= first, result.count < limit {
+                if let keyValue = entries[sortedKeys[index]] { result.append(keyValue) }
+                index -= 1
+            }
+        } else {
+            var index = first
+            while index < end, result.count < limit {
+                if let keyValue = entries[sortedKeys[index]] { result.append(keyValue) }
+                index += 1
+            }
+        }
+        return result
+    }
+
     func holds(_ compare: TransactionCompare) -> Bool {
         let current = entries[Array(compare.key.utf8)]
 
@@ -305,6 +332,8 @@ private struct State {
             return current.value == expected
         case .version(_, let expected):
             return (current?.version ?? 0) == expected
+        case .versionLess(_, let bound):
+            return (current?.version ?? 0) < bound
         }
     }
 
@@ -338,6 +367,9 @@ private struct State {
 
             case .get(let key):
                 results.append(.get(entries[Array(key.utf8)]))
+
+            case .range(let range):
+                results.append(.range(self.range(range)))
             }
         }
 

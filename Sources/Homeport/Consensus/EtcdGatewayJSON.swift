@@ -82,6 +82,8 @@ enum EtcdGatewayJSON {
             (target, result, operand) = ("VALUE", "EQUAL", ("value", bytes(expected)))
         case .version(_, let expected):
             (target, result, operand) = ("VERSION", "EQUAL", ("version", number(expected)))
+        case .versionLess(_, let bound):
+            (target, result, operand) = ("VERSION", "LESS", ("version", number(bound)))
         }
         return .object(["key": key(compare.key), "target": .string(target), "result": .string(result), operand.field: operand.value])
     }
@@ -105,7 +107,29 @@ enum EtcdGatewayJSON {
             return .object(["request_delete_range": deleteRequest(key: key)])
         case .get(let key):
             return .object(["request_range": rangeRequest(key: key)])
+        case .range(let range):
+            return .object(["request_range": rangeRequest(range)])
         }
+    }
+
+    /// Returns the body of a range over the keys of `range`: from its start
+    /// (or prefix) to the end of the prefix, sorted by key when descending,
+    /// and cut to its limit.
+    static func rangeRequest(_ range: KeyRange) -> JSONValue {
+        // A range end of "\0" means "to the last key", which is where an
+        // empty prefix ends; key "\0" is the first key there is.
+        let prefix = Array(range.prefix.utf8)
+        let start = range.start.map { Array($0.utf8) } ?? (prefix.isEmpty ? [0] : prefix)
+        let end = prefix.isEmpty ? [0] : rangeEnd(ofPrefix: prefix)
+        var fields: [String: JSONValue] = ["key": bytes(start), "range_end": bytes(end)]
+        if let limit = range.limit {
+            fields["limit"] = number(Int64(limit))
+        }
+        if range.descending {
+            fields["sort_order"] = .string("DESCEND")
+            fields["sort_target"] = .string("KEY")
+        }
+        return .object(fields)
     }
 
     static func transactionRequest(
@@ -196,6 +220,13 @@ enum EtcdGatewayJSON {
             case .get:
                 let read = try entry.requiredObject("response_range")
                 results.append(.get(try singleKeyValue(of: read)))
+            case .range(let range):
+                let read = try entry.requiredObject("response_range")
+                let keyValues = try keyValues(of: read)
+                if let limit = range.limit, keyValues.count > limit {
+                    throw EtcdResponseError("\(read.path(of: "kvs")) has \(keyValues.count) entries for a range limited to \(limit)")
+                }
+                results.append(.range(keyValues))
             }
         }
         return results

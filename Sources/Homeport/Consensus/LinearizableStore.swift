@@ -49,7 +49,8 @@ public protocol LinearizableStore: Sendable {
 
     /// Evaluates every compare, then applies `success` when all of them hold
     /// and `failure` otherwise, atomically and in one revision. Operations run
-    /// in order, and a `get` sees the writes before it in the same branch.
+    /// in order, and a `get` or `range` sees the writes before it in the same
+    /// branch.
     ///
     /// Throws `invalidArgument` when one branch writes the same key twice, as
     /// etcd rejects it. Throws `leaseNotFound` when a put of the branch that
@@ -226,13 +227,46 @@ public enum TransactionCompare: Sendable, Equatable {
     case modRevision(String, equals: Int64)
     case value(String, equals: [UInt8])
     case version(String, equals: Int64)
+    /// Holds when the key's version is below the bound, so an absent key
+    /// (version 0) holds for any positive bound. Because every put raises a
+    /// key's version by one, a key that each writer puts once works as a
+    /// counter that a transaction can cap without reading it first.
+    case versionLess(String, than: Int64)
 
     /// The key the condition reads.
     public var key: String {
         switch self {
-        case .exists(let key), .absent(let key), .modRevision(let key, _), .value(let key, _), .version(let key, _):
+        case .exists(let key), .absent(let key), .modRevision(let key, _), .value(let key, _), .version(let key, _),
+            .versionLess(let key, _):
             return key
         }
+    }
+}
+
+/// The keys one `TransactionOperation.range` reads: those that start with
+/// `prefix` and are not before `start`, in byte order or its reverse, at most
+/// `limit` of them.
+///
+/// With `descending` and a limit, the range returns the last `limit` keys of
+/// the interval, last key first, as etcd's sorted range does. etcd 3.4 reads
+/// and sorts the whole interval before it applies the limit of a descending
+/// range, so prefer an ascending range from a known start key.
+public struct KeyRange: Sendable, Equatable {
+    /// Every key read starts with it. An empty prefix covers every key.
+    public var prefix: String
+    /// The first key of the interval, which must start with `prefix`. Nil
+    /// starts at the prefix itself.
+    public var start: String?
+    /// The maximum number of keys to return, at least 1, or nil for every key of the interval.
+    public var limit: Int?
+    /// True returns the keys in reverse byte order.
+    public var descending: Bool
+
+    public init(prefix: String, start: String? = nil, limit: Int? = nil, descending: Bool = false) {
+        self.prefix = prefix
+        self.start = start
+        self.limit = limit
+        self.descending = descending
     }
 }
 
@@ -242,12 +276,17 @@ public enum TransactionOperation: Sendable, Equatable {
     case put(String, value: [UInt8], lease: LeaseID? = nil)
     case delete(String)
     case get(String)
+    /// Reads several keys at the transaction's revision, as a range request
+    /// inside an etcd transaction does.
+    case range(KeyRange)
 
-    /// The key the operation reads or writes.
+    /// The key the operation reads or writes; for a range, its prefix.
     public var key: String {
         switch self {
         case .put(let key, _, _), .delete(let key), .get(let key):
             return key
+        case .range(let range):
+            return range.prefix
         }
     }
 }
@@ -260,6 +299,9 @@ public enum TransactionOperationResult: Sendable, Equatable {
     case delete(previous: KeyValue?)
     /// The key as the operation saw it, including earlier writes of the same branch.
     case get(KeyValue?)
+    /// The keys of the range in the order it asked for, including earlier
+    /// writes of the same branch.
+    case range([KeyValue])
 }
 
 /// The outcome of a transaction.
@@ -387,6 +429,26 @@ public enum LinearizableStoreLimits {
         }
     }
 
+    /// Throws `keyTooLarge` for a prefix or start key over the key limit, and
+    /// `invalidArgument` for a start key outside the prefix or a limit below 1.
+    static func validateRange(_ range: KeyRange) throws(LinearizableStoreError) {
+        try validatePrefix(range.prefix)
+        if let start = range.start {
+            try validateKey(start)
+            guard start.utf8.starts(with: range.prefix.utf8) else {
+                throw LinearizableStoreError(
+                    .invalidArgument,
+                    "invalid range: start key \(quotedKey(start)) does not begin with the prefix \(quotedKey(range.prefix)); pass a key inside the prefix"
+                )
+            }
+        }
+        if let limit = range.limit, limit < 1 {
+            throw LinearizableStoreError(
+                .invalidArgument,
+                "invalid range limit \(limit) for prefix \(quotedKey(range.prefix)): it must be at least 1, or nil for no limit")
+        }
+    }
+
     /// Checks every key and value of a transaction, and that no branch writes a key twice.
     static func validateTransaction(
         compares: [TransactionCompare], success: [TransactionOperation], failure: [TransactionOperation]
@@ -401,13 +463,14 @@ public enum LinearizableStoreLimits {
         for (name, branch) in [("success", success), ("failure", failure)] {
             var writtenKeys: Set<[UInt8]> = []
             for operation in branch {
-                try validateKey(operation.key)
-
                 switch operation {
                 case .put(let key, let value, _):
+                    try validateKey(key)
                     try validateValue(value, key: key)
-                case .delete, .get:
-                    break
+                case .delete(let key), .get(let key):
+                    try validateKey(key)
+                case .range(let range):
+                    try validateRange(range)
                 }
 
                 switch operation {
@@ -418,7 +481,7 @@ public enum LinearizableStoreLimits {
                             "invalid transaction: the \(name) branch writes key \(quotedKey(key)) more than once, so merge the writes into one operation"
                         )
                     }
-                case .get:
+                case .get, .range:
                     break
                 }
             }

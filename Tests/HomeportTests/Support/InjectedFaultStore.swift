@@ -47,7 +47,7 @@ final class InjectedFaultStore: LinearizableStore {
         let writes = success.contains { operation in
             switch operation {
             case .put, .delete: true
-            case .get: false
+            case .get, .range: false
             }
         }
         guard writes else { return try await base.transaction(compares: compares, success: success, failure: failure) }
