@@ -101,10 +101,7 @@ public struct RegionAssembly: Sendable {
                     detail: "the session kinds are linearizable, which needs a linearizable store; configure etcd or the embedded store")
             }
             journal = SessionJournal(log: nil)
-            _ = linearizableStore
-            throw ConfigurationError(
-                field: "policy.conversation_buffer.consistency",
-                detail: "sessions behind consensus are not built yet; keep the session kinds session-local")
+            store = ConsensusSessionStore(store: linearizableStore, limits: limits)
         case .homeRegion:
             (store, journal) = try makeHomeStore(region: endpoint.name)
         }

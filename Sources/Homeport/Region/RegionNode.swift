@@ -111,7 +111,9 @@ public final class RegionNode: Sendable {
         self.metrics = metrics
         self.clock = clock
         self.logger = logger.with(["region": configuration.region])
-        self.sessions = SessionRequestHandler(store: store, limits: limits, clock: clock)
+        var sessions = SessionRequestHandler(store: store, limits: limits, clock: clock)
+        sessions.checksTokenBeforeOperations = configuration.sessionPlacement == .homeRegion
+        self.sessions = sessions
 
         let handler = NodeHandlerBox()
         self.server = HTTPServer(configuration: configuration.http, logger: self.logger) { request in
