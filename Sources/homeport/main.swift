@@ -12,6 +12,7 @@ let usage = """
       policy check    validate a policy table and print the path each kind takes
       faults          run seeded fault-injection scenarios and check the failover invariants
       proxy           relay TCP connections with a fixed one-way delay (for a local cluster)
+      cluster         start, inspect, replay through and stop a three-region cluster of real processes
       help            print this text
 
     Run `homeport <command> --help` for a command's options.
@@ -28,6 +29,8 @@ case "faults":
     exitCode = await FaultsCommand.run(Array(arguments.dropFirst()))
 case "proxy":
     exitCode = await ProxyCommand.run(Array(arguments.dropFirst()))
+case "cluster":
+    exitCode = await ClusterCommand.run(Array(arguments.dropFirst()))
 case "policy":
     exitCode = PolicyCommand.run(Array(arguments.dropFirst()))
 case "help", "--help", "-h":
