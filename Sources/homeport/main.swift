@@ -14,6 +14,7 @@ let usage = """
       faults          run seeded fault-injection scenarios and check the failover invariants
       load            drive one node's session API with N connections and report ops/s
       proxy           relay TCP connections with a fixed one-way delay (for a local cluster)
+      cluster         start, inspect, replay through and stop a three-region cluster of real processes
       help            print this text
 
     Run `homeport <command> --help` for a command's options.
@@ -34,6 +35,8 @@ case "load":
     exitCode = await LoadCommand.run(Array(arguments.dropFirst()))
 case "proxy":
     exitCode = await ProxyCommand.run(Array(arguments.dropFirst()))
+case "cluster":
+    exitCode = await ClusterCommand.run(Array(arguments.dropFirst()))
 case "policy":
     exitCode = PolicyCommand.run(Array(arguments.dropFirst()))
 case "help", "--help", "-h":
