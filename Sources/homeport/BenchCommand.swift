@@ -158,7 +158,7 @@ enum BenchCommand {
             let target: any BenchmarkTarget
             switch name {
             case "cluster":
-                let clusterTarget = try await makeClusterTarget(topology: topology, policy: policy, leader: leader, logger: logger)
+                let clusterTarget = try makeClusterTarget(topology: topology, policy: policy, leader: leader, logger: logger)
                 setup += clusterTarget.setup
                 target = clusterTarget.target
             default:
@@ -203,9 +203,31 @@ enum BenchCommand {
 }
 
 extension BenchCommand {
+    /// Builds the cluster target: its processes start on the first replay,
+    /// in a fresh temporary directory that tear-down removes.
     static func makeClusterTarget(
         topology: RegionTopology, policy: PolicyTable, leader: String, logger: Logger
-    ) async throws -> (target: any BenchmarkTarget, setup: [(name: String, value: String)]) {
-        throw CommandLineOptions.UsageError(description: "TEMP: the cluster target is not wired yet")
+    ) throws -> (target: ClusterBenchmarkTarget, setup: [(name: String, value: String)]) {
+        guard let executable = Bundle.main.executablePath else {
+            throw CommandLineOptions.UsageError(description: "cannot find the path of this homeport executable for the serve processes")
+        }
+        let directory = NSTemporaryDirectory() + "homeport-bench-cluster-\(UUID().uuidString)"
+        var configuration = LocalCluster.Configuration(topology: topology, executablePath: executable, directory: directory)
+        configuration.leaderRegion = leader
+        configuration.serverLogLevel = "warning"
+        let delays = try configuration.validate()
+
+        let setup: [(name: String, value: String)] = [
+            (
+                "cluster",
+                "Redis 7 per region, etcd 3.4 with one member per region (heartbeat \(configuration.etcdHeartbeatMilliseconds) ms, election timeout \(configuration.etcdElectionTimeoutMilliseconds) ms), one serve process per region"
+            ),
+            (
+                "etcd peer proxy delays",
+                topology.regionNames.map { "\($0) \(delays.oneWay[$0]?.wholeMilliseconds ?? 0) ms" }.joined(separator: ", ")
+                    + " (each member's outgoing messages; a round trip is the sum of two)"
+            ),
+        ]
+        return (ClusterBenchmarkTarget(configuration: configuration, policy: policy, logger: logger), setup)
     }
 }

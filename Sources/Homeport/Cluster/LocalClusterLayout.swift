@@ -151,6 +151,9 @@ struct LocalClusterLayout: Sendable {
                 "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", clusterToken,
                 "--heartbeat-interval", String(configuration.etcdHeartbeatMilliseconds),
                 "--election-timeout", String(configuration.etcdElectionTimeoutMilliseconds),
+                // Sessions behind consensus rewrite their meta key on every
+                // write; without compaction the history fills etcd's quota.
+                "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000",
                 "--logger", "zap", "--log-level", "info",
             ])
     }
