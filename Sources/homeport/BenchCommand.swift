@@ -40,7 +40,7 @@ enum BenchCommand {
           --policy FILE         the default mode's policy table; default: the built-in table
           --seed N              seed of every random choice (default 42)
           --output DIR          where to write the result files (default bench-results)
-          --log-level LEVEL     debug, info, warning or error (default warning)
+          --log-level LEVEL     debug, info, warning or error (default error)
         """
 
     static let defaultShares: [Double] = [0, 0.005, 0.01, 0.02, 0.05, 0.1]
@@ -70,7 +70,9 @@ enum BenchCommand {
     }
 
     private static func bench(_ options: CommandLineOptions) async throws -> Int32 {
-        let logLevelName = options.string("log-level") ?? "warning"
+        // Regions that start or stop one after another log failed exchanges
+        // with each other as warnings, which would bury the report.
+        let logLevelName = options.string("log-level") ?? "error"
         guard let logLevel = LogLevel(name: logLevelName) else {
             throw CommandLineOptions.UsageError(description: "--log-level must be debug, info, warning or error, got \"\(logLevelName)\"")
         }
@@ -153,6 +155,8 @@ enum BenchCommand {
             print(
                 "  \(run.target) \(run.mode.rawValue) at \(BenchmarkReport.percent(run.roamingShare)) roaming: \(run.requests) requests in \(String(format: "%.1f", run.wallSeconds)) s, \(run.errors) errors"
             )
+            // Progress reaches a log file or pipe as each replay ends.
+            fflush(nil)
         }
         for name in targets {
             let target: any BenchmarkTarget

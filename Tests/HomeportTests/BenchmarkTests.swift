@@ -240,3 +240,41 @@ import Testing
         #expect(result.error.contains("rate_limit is linearizable, but this build serves it only as eventually-global"))
     }
 }
+
+@Suite struct EmbeddedBenchmarkTests {
+    /// Replays a small synthetic workload in both modes on a matrix scaled to
+    /// a tenth, so the run takes seconds.
+    @Test func bothModesReplayWithoutErrors() async throws {
+        var topology = RegionTopology.threeRegionDefault()
+        topology.latency = topology.latency.scaled(by: 0.1)
+        let model = try ConsensusLatencyModel(topology: topology, leader: "us-east")
+        let trace = SyntheticWorkload.generate(seed: 3, requestCount: 80, durationMilliseconds: 20_000)
+        var replay = ReplayConfiguration()
+        replay.timeCompression = 20
+        replay.staleReadsWhenRoaming = false
+        let plan = BenchmarkPlan(
+            trace: trace, sessions: SessionRebuilder.rebuild(trace), regions: topology.regionNames, replay: replay,
+            roamingShares: [0, 0.5])
+        let logger = Logger(label: "test", sink: LogSink(minimumLevel: .error))
+        let target = EmbeddedBenchmarkTarget(topology: topology, policy: .defaultTable, model: model, logger: logger)
+
+        let runs = try await BenchmarkRunner(plan: plan, logger: logger).run(on: target)
+
+        #expect(runs.count == 4)
+        for run in runs {
+            #expect(run.errors == 0, "\(run.mode) at \(run.roamingShare)")
+            #expect(run.lostAcknowledgedTurns == 0)
+            #expect(run.sessionsMismatched == 0)
+            #expect(!run.latencies(of: "read_tail", entry: "home-entry").isEmpty)
+        }
+        let roaming = try #require(runs.first { $0.mode == .allLinearizable && $0.roamingShare == 0.5 })
+        #expect(roaming.roamingRequests > 0)
+        #expect(!roaming.latencies(of: "read_tail", entry: "roaming-entry").isEmpty)
+
+        // Every consensus read waits at least the model's smallest delay
+        // less jitter; a lower bound only, since a busy machine adds time.
+        let fastest = topology.regionNames.map { model.delay(from: $0) }.min()! * 0.9
+        let reads = roaming.latencies(of: "read_tail", entry: nil)
+        #expect(reads.allSatisfy { $0 >= fastest.secondsValue * 1000 })
+    }
+}
