@@ -173,8 +173,9 @@ import Testing
         for operation in LoadGenerator.Operation.allCases {
             var configuration = LoadGenerator.Configuration(port: port)
             configuration.connections = 2
-            configuration.duration = .milliseconds(600)
-            configuration.warmup = .milliseconds(100)
+            // Long enough for a few operations while other suites load the machine.
+            configuration.duration = .milliseconds(1500)
+            configuration.warmup = .zero
             configuration.operation = operation
             configuration.turnsPerSession = 5
             let report = await LoadGenerator.run(configuration)
