@@ -450,8 +450,14 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ConsensusSessionStoreEtcdTests {
     static let id = SessionStoreContract.id
 
+    /// Returns a client of the server. Two request threads are enough for
+    /// these tests, and keep the many clients a run makes from piling up
+    /// threads, since an `EtcdLinearizableStore` starts its threads at once
+    /// and never stops them.
     static func etcdStore(_ server: EtcdServer) throws -> EtcdLinearizableStore {
-        try EtcdLinearizableStore(configuration: EtcdLinearizableStore.Configuration(endpoints: [server.endpoint]))
+        var configuration = EtcdLinearizableStore.Configuration(endpoints: [server.endpoint])
+        configuration.maximumConcurrentRequests = 2
+        return try EtcdLinearizableStore(configuration: configuration)
     }
 
     @Test("consensus store on etcd meets the contract", arguments: SessionStoreContract.allCases)
