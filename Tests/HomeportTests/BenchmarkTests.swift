@@ -174,14 +174,14 @@ import Testing
             var configuration = LoadGenerator.Configuration(port: port)
             configuration.connections = 2
             // Long enough for a few operations while other suites load the machine.
-            configuration.duration = .milliseconds(1500)
+            configuration.duration = .seconds(3)
             configuration.warmup = .zero
             configuration.operation = operation
             configuration.turnsPerSession = 5
             let report = await LoadGenerator.run(configuration)
             #expect(report.errors == 0, "\(operation): \(report.firstErrors)")
-            #expect(report.operations > 0)
-            #expect(report.sessionsCreated >= 2)
+            #expect(report.operations > 0, "\(operation)")
+            #expect(report.sessionsCreated >= 2, "\(operation)")
         }
         await cluster.shutdown()
     }

@@ -42,7 +42,7 @@ import Testing
         func kill(_ region: String) {
             guard let process = running.withLock({ $0.removeValue(forKey: region) }) else { return }
             Foundation.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            waitForProcessExit(process.processIdentifier)
         }
 
         func stopAll() {

@@ -49,7 +49,9 @@ final class EtcdGatewayClient: Sendable {
         self.logger = logger
         self.http = HTTPClient(
             timeout: configuration.requestTimeout, maximumConcurrentExchanges: configuration.maximumConcurrentRequests,
-            maximumIdlePerEndpoint: configuration.maximumConcurrentRequests)
+            // Idle connections cost a descriptor each; a burst beyond 16 at
+            // once opens new ones, which is cheap next to a consensus round.
+            maximumIdlePerEndpoint: min(configuration.maximumConcurrentRequests, 16))
     }
 
     /// One member's failure to serve a request.

@@ -56,8 +56,10 @@ public final class EtcdLinearizableStore: LinearizableStore {
         /// may still be applied by etcd afterwards.
         public var requestTimeout: Duration = .seconds(5)
         /// The number of requests in flight at once. More wait their turn.
-        /// Each runs on one thread of the store's `HTTPClient`.
-        public var maximumConcurrentRequests = 16
+        /// Each runs on one thread of the store's `HTTPClient`, started on
+        /// demand. With sessions behind consensus every session operation is
+        /// one of these requests, so a low bound would queue them.
+        public var maximumConcurrentRequests = 128
 
         public init(endpoints: [Endpoint]) {
             self.endpoints = endpoints

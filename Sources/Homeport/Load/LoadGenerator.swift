@@ -7,7 +7,8 @@ import Synchronization
 ///
 /// Every connection creates its own sessions and then loops until the
 /// duration ends: `append` posts a turn, `read` gets the last two turns of a
-/// session it filled first, `mixed` alternates the two. A session receives at
+/// session it filled first, `mixed` alternates the two. Each connection runs
+/// for the duration from the moment its thread starts. A session receives at
 /// most `turnsPerSession` turns before the connection opens a new one (the
 /// default policy limits a buffer to 1,024 turns); those creates are counted
 /// apart. Samples of the warm-up are dropped.
@@ -82,15 +83,16 @@ public enum LoadGenerator {
     /// has finished. Blocking I/O happens only on those threads.
     public static func run(_ configuration: Configuration) async -> Report {
         let tally = Mutex(Tally())
-        let started = ContinuousClock.now
-        let measureFrom = started + configuration.warmup
-        let deadline = started + configuration.duration
 
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let remaining = Mutex(configuration.connections)
             for index in 0..<configuration.connections {
                 let thread = Thread {
-                    let local = drive(configuration, measureFrom: measureFrom, deadline: deadline)
+                    // Each connection runs the full duration from its own
+                    // start, so a thread that starts late still measures.
+                    let started = ContinuousClock.now
+                    let local = drive(
+                        configuration, measureFrom: started + configuration.warmup, deadline: started + configuration.duration)
                     tally.withLock { total in
                         total.samples += local.samples
                         total.sessionsCreated += local.sessionsCreated
@@ -111,7 +113,7 @@ public enum LoadGenerator {
         let total = tally.withLock { $0 }
         return Report(
             configuration: configuration, operations: total.samples.count,
-            measuredSeconds: (deadline - measureFrom).secondsValue, latency: LatencySummary(total.samples),
+            measuredSeconds: (configuration.duration - configuration.warmup).secondsValue, latency: LatencySummary(total.samples),
             sessionsCreated: total.sessionsCreated, errors: total.errors, firstErrors: total.firstErrors)
     }
 
@@ -168,7 +170,8 @@ public enum LoadGenerator {
                     _ = try expect(
                         200, connection.send(method: "GET", path: session!.path + "/turns?tail=2", headers: routeHeader(session!)))
                 }
-                if started >= measureFrom, ContinuousClock.now <= deadline {
+                // An operation counts when it started inside the window.
+                if started >= measureFrom {
                     tally.samples.append((ContinuousClock.now - started).secondsValue * 1000)
                 }
             } catch {

@@ -48,9 +48,13 @@ public final class HTTPClient: Sendable {
 
     /// - Parameters:
     ///   - timeout: the longest one socket read or write may wait.
-    ///   - maximumConcurrentExchanges: threads, and so requests in flight at once.
+    ///   - maximumConcurrentExchanges: threads, and so requests in flight at
+    ///     once. Threads start on demand and exit when idle, so a high bound
+    ///     costs nothing until the load needs it. Calls that wait on a
+    ///     consensus round trip (about 100 ms) need hundreds in flight to
+    ///     sustain a few thousand requests per second.
     ///   - maximumIdlePerEndpoint: idle connections kept per endpoint; more are closed.
-    public init(timeout: Duration = .seconds(30), maximumConcurrentExchanges: Int = 32, maximumIdlePerEndpoint: Int = 32) {
+    public init(timeout: Duration = .seconds(30), maximumConcurrentExchanges: Int = 256, maximumIdlePerEndpoint: Int = 32) {
         self.timeout = timeout
         self.maximumIdlePerEndpoint = maximumIdlePerEndpoint
         self.threads = BlockingIOThreads(name: "homeport-http-client", threadCount: maximumConcurrentExchanges)

@@ -171,7 +171,7 @@ final class EtcdServer: Sendable {
         if stopped.isRunning {
             kill(stopped.processIdentifier, SIGKILL)
         }
-        stopped.waitUntilExit()
+        waitForProcessExit(stopped.processIdentifier)
         try? FileManager.default.removeItem(at: directory)
     }
 

@@ -138,7 +138,7 @@ final class RedisServer: Sendable {
         if killed.isRunning {
             Foundation.kill(killed.processIdentifier, SIGKILL)
         }
-        killed.waitUntilExit()
+        waitForProcessExit(killed.processIdentifier)
     }
 
     /// Starts the server again on the same port and directory after `kill()`,
