@@ -51,7 +51,8 @@ enum PolicyCommand {
             try table.checkServable()
             _ = try SessionStoreLimits(policy: table)
         } catch {
-            printError("error: this build cannot serve the table: \(error.detail)")
+            printError(
+                "error: the table passes the rules above, but this build cannot serve it: \(error.field): \(error.detail)")
             return 1
         }
         return 0

@@ -157,6 +157,11 @@ public struct BenchmarkReport: Sendable {
 
     private func renderRunHealth() -> [String] {
         var lines = ["Replays", Self.row(["target", "mode", "roaming", "requests", "roamed", "errors", "lost", "seconds"])]
+        if runs.contains(where: { $0.roamingShare > 0 && $0.roamingRequests == 0 }) {
+            lines.append(
+                "  note: some replays with a roaming share had no roaming request, because their trace slice has too few follow-up requests; replay more with --limit"
+            )
+        }
         for run in runs {
             lines.append(
                 Self.row([

@@ -159,6 +159,10 @@ public struct RegionAssembly: Sendable {
 
         case .redis(var redis):
             redis.keyPrefix += ":\(region)"
+            // Connections open on first use, so an unreachable server shows
+            // only in requests; name it here for the operator.
+            logger.info(
+                "session store: Redis", ["region": region, "address": "\(redis.host):\(redis.port)", "keyPrefix": redis.keyPrefix])
             let journal = SessionJournal(log: nil)
             let store = try RedisSessionStore(
                 configuration: redis, limits: limits, journal: journal, logger: logger.with(["region": region]))

@@ -140,7 +140,7 @@ extension TraceReplay {
         counters: inout CrossSessionCounters
     ) async {
         let baseURL = baseURLs[entry]!
-        let committed = await call("commit_quota", entry: entry, recorder: recorder, holder: holder) {
+        let committed: Void? = await call("commit_quota", entry: entry, recorder: recorder, holder: holder) {
             (
                 try await self.client.send(
                     "POST", baseURL: baseURL, path: self.quotaPath + "/reservations/\(reservation.requestID)/commit", token: nil,
@@ -149,7 +149,7 @@ extension TraceReplay {
         }
         if committed != nil { counters.committedTokens += Int64(used) }
 
-        let recorded = await call("record_usage", entry: entry, recorder: recorder, holder: holder) {
+        let recorded: Void? = await call("record_usage", entry: entry, recorder: recorder, holder: holder) {
             (
                 try await self.client.send(
                     "POST", baseURL: baseURL, path: "/v1/tenants/\(self.configuration.tenant)/usage", token: nil,
