@@ -59,7 +59,7 @@ enum PolicyCommand {
     }
 }
 
-/// What this build runs of the table's paths.
+/// The part of the table's paths that this build runs.
 let buildScopeNote = """
     This build serves the session-local kinds from the home region's store (memory or Redis),
     forwards other regions' requests to it and replicates them lazily to the neighbour; set all

@@ -48,7 +48,7 @@ import Testing
 
         // Only a lower bound: a slow machine may take longer, never shorter.
         #expect(elapsed >= .milliseconds(168) * 0.9)
-        let stored = try await base.get("/k")
+        let stored = try base.get("/k")
         #expect(stored?.value == Array("v".utf8))
         #expect(stored?.modRevision == revision)
     }

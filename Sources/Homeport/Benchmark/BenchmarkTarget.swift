@@ -3,7 +3,7 @@
 public protocol BenchmarkTarget: Sendable {
     /// `embedded` or `cluster`, used in tables and file names.
     var name: String { get }
-    /// How consensus latency arises on this target, for the report:
+    /// The source of consensus latency on this target, for the report:
     /// `modelled` from the matrix, or `measured` on real etcd.
     var consensusLatency: String { get }
 

@@ -378,8 +378,8 @@ public final class BillingRecorder: Sendable {
                         "billing batch retried after a totals conflict",
                         ["tenant": batch.tenant.rawValue, "batch": batch.id.rawValue, "attempt": "\(attempts)"])
                     // Regions flushing the same tenant at once would keep
-                    // beating each other; a random pause (real time, up to
-                    // 64 ms, growing with the attempts) spreads them out.
+                    // beating each other. A random pause in real time, up to
+                    // 64 ms and growing with the attempts, spreads them out.
                     if attempts >= 2 {
                         let ceiling = min(64, 1 << min(attempts, 6))
                         try? await Task.sleep(for: .milliseconds(Int.random(in: 1...ceiling)))

@@ -1,4 +1,4 @@
-/// The latency of one consensus operation as each region sees it, modelled
+/// The latency of one consensus operation entering at each region, modelled
 /// from the latency matrix for a Raft cluster with one member per region.
 ///
 /// An operation entering at region R goes to the leader L and back (one

@@ -17,7 +17,7 @@ public final class ModelledLatencyStore: LinearizableStore {
 
     private func wait() async {
         var generator = SystemRandomNumberGenerator()
-        // A cancelled caller stops waiting and gets the base store's answer.
+        // A cancelled caller stops waiting and gets the base store's result.
         try? await clock.sleep(for: model.sampleDelay(from: region, using: &generator))
     }
 

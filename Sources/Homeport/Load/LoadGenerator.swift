@@ -117,7 +117,7 @@ public enum LoadGenerator {
             sessionsCreated: total.sessionsCreated, errors: total.errors, firstErrors: total.firstErrors)
     }
 
-    /// One connection's loop, on its own thread.
+    /// Runs one connection's loop on the calling thread, which is its own.
     private static func drive(_ configuration: Configuration, measureFrom: ContinuousClock.Instant, deadline: ContinuousClock.Instant)
         -> Tally
     {

@@ -1,5 +1,5 @@
 /// Where the four session-local kinds live, as the policy table places them.
-/// One session store holds all four, so their rows must agree.
+/// One session store contains all four, so their rows must agree.
 public enum SessionPlacement: String, Sendable, Equatable {
     /// At the session's home region, replicated lazily to its neighbour: the
     /// rows are `session-local`, and a request entering elsewhere is

@@ -34,7 +34,7 @@ public struct RegionAssembly: Sendable {
     public var billing: BillingRecorder.Configuration? = BillingRecorder.Configuration()
     /// Usage quotas with lease chunks; they run only with a linearizable store.
     public var quotas: QuotaService.Configuration? = QuotaService.Configuration()
-    /// Where sessions live when the policy places them at a home region.
+    /// The store of home sessions when the policy places sessions at a home region.
     public var sessionBackend: SessionBackend = .memory
     /// Delays every call a region makes to the linearizable store by the
     /// consensus latency this model gives for the region; nil adds none.
@@ -47,7 +47,7 @@ public struct RegionAssembly: Sendable {
         case memory
         /// In a Redis server. Each region's keys start with the
         /// configuration's prefix followed by `:<region>`, so regions can
-        /// share a server; the session log is not used, because Redis's
+        /// share a server. The session log is not used, because Redis's
         /// append-only file is the log.
         case redis(RedisSessionStore.Configuration)
     }
@@ -170,7 +170,7 @@ public struct RegionAssembly: Sendable {
         }
     }
 
-    /// Returns the linearizable store as `region` sees it: behind the
+    /// Returns the linearizable store that `region` calls, wrapped in the
     /// modelled consensus latency when one is configured.
     private func regionalLinearizableStore(of region: String) -> (any LinearizableStore)? {
         guard let linearizableStore else { return nil }

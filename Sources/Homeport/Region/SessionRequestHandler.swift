@@ -106,7 +106,7 @@ struct SessionRequestHandler: Sendable {
     // MARK: Request parsing
 
     /// Reads the session's info and checks that the token names its tenant
-    /// and current epoch; an older epoch means the session has moved since
+    /// and current epoch. An older epoch means the session has moved since
     /// the token was issued.
     // NOTE: this check is a read before the write, not part of it: the region's
     // lease fence, not the store, keeps a taken-over session from being written here.

@@ -37,7 +37,7 @@ public final class LatencyRecorder: Sendable {
     public init() {}
 
     /// Records one successful call; `milliseconds` is the client-observed
-    /// latency. `homeEntry` tells whether the request entered at the region
+    /// latency. `homeEntry` is true when the request entered at the region
     /// that created the session.
     public func record(
         _ operation: String, entry: String, servedBy: String, fromStandby: Bool = false, homeEntry: Bool = true,

@@ -143,32 +143,13 @@ struct SessionRecord: Sendable {
     }
 
     private mutating func makeRoomForTurn(contentBytes: Int, limits: SessionStoreLimits) throws(SessionStoreError) {
-        let overTurns = turns.count + 1 > limits.maximumTurns
-        let overBytes = bufferBytes + contentBytes > limits.maximumBufferBytes
-        guard overTurns || overBytes else { return }
-
-        guard limits.dropOldestTurns else {
-            if overTurns {
-                throw SessionStoreError(
-                    .limitExceeded, session: id,
-                    "session \(id) holds \(turns.count) turns, the maximum; the buffer's overflow policy is reject")
-            }
-            throw SessionStoreError(
-                .limitExceeded, session: id,
-                "appending \(contentBytes) bytes would take session \(id) past its buffer limit of \(limits.maximumBufferBytes) bytes; the overflow policy is reject"
-            )
-        }
-
-        var dropCount = 0
-        var remainingBytes = bufferBytes
-        while dropCount < turns.count,
-            turns.count - dropCount + 1 > limits.maximumTurns || remainingBytes + contentBytes > limits.maximumBufferBytes
-        {
-            remainingBytes -= turns[dropCount].content.utf8.count
-            dropCount += 1
-        }
+        let dropCount = try limits.turnsToDrop(
+            session: id, turnCount: turns.count, bufferBytes: bufferBytes, contentBytes: contentBytes,
+            bytesOfTurn: { turns[$0].content.utf8.count })
+        guard dropCount > 0 else { return }
+        let droppedBytes = turns[..<dropCount].reduce(0) { $0 + $1.content.utf8.count }
         turns.removeFirst(dropCount)
-        bufferBytes = remainingBytes
+        bufferBytes -= droppedBytes
     }
 
     /// Keeps idempotency keys for up to four times the turn limit, evicting the

@@ -130,33 +130,9 @@ extension ConsensusSessionStore {
     static func turnsToDrop(
         _ id: SessionID, meta: ConsensusSessionMeta, contentBytes: Int, limits: SessionStoreLimits
     ) throws(SessionStoreError) -> Int {
-        let turnCount = meta.turns.count
-        let bufferBytes = meta.bufferBytes
-        let overTurns = turnCount + 1 > limits.maximumTurns
-        let overBytes = bufferBytes + contentBytes > limits.maximumBufferBytes
-        guard overTurns || overBytes else { return 0 }
-
-        guard limits.dropOldestTurns else {
-            if overTurns {
-                throw SessionStoreError(
-                    .limitExceeded, session: id,
-                    "session \(id) holds \(turnCount) turns, the maximum; the buffer's overflow policy is reject")
-            }
-            throw SessionStoreError(
-                .limitExceeded, session: id,
-                "appending \(contentBytes) bytes would take session \(id) past its buffer limit of \(limits.maximumBufferBytes) bytes; the overflow policy is reject"
-            )
-        }
-
-        var dropCount = 0
-        var remainingBytes = bufferBytes
-        while dropCount < turnCount,
-            turnCount - dropCount + 1 > limits.maximumTurns || remainingBytes + contentBytes > limits.maximumBufferBytes
-        {
-            remainingBytes -= meta.turns[dropCount].contentBytes
-            dropCount += 1
-        }
-        return dropCount
+        try limits.turnsToDrop(
+            session: id, turnCount: meta.turns.count, bufferBytes: meta.bufferBytes, contentBytes: contentBytes,
+            bytesOfTurn: { meta.turns[$0].contentBytes })
     }
 
     /// Runs a decoder, turning its error into `storeUnavailable` for the session.
